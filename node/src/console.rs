@@ -1,0 +1,219 @@
+//! The node's face on stdin/stdout. A thread reads stdin line by line (bounded,
+//! so no line can grow memory); this task parses each line, hands commands to
+//! the event loop in order, and writes exactly one reply per line, in line
+//! order, with events in between. stdout carries nothing else.
+
+use std::io::{self, BufRead};
+use std::pin::Pin;
+
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use palaver_proto::line::{Command, Event, MAX_LINE_BYTES, Reply, human, parse_line};
+use palaver_proto::ErrorCode;
+use tokio::io::{AsyncWriteExt, Stdout};
+use tokio::sync::mpsc;
+
+use crate::network::Client;
+
+/// Lines read ahead of the console.
+const INPUT_QUEUE: usize = 64;
+/// Commands whose reply is awaited at once; reading pauses beyond this.
+const MAX_IN_FLIGHT: usize = 1024;
+
+enum Input {
+    Line(Vec<u8>),
+    TooLong(usize),
+    Eof,
+}
+
+type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// Runs the console until the event loop has finished.
+pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) {
+    let mut out = Output { json, stdout: tokio::io::stdout(), broken: false };
+    // `ready` is the first line: nothing else is written before it.
+    match events.recv().await {
+        Some(first) => out.event(&first).await,
+        None => return,
+    }
+    let mut input = spawn_stdin_reader();
+    let mut in_flight: FuturesOrdered<PendingReply> = FuturesOrdered::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            line = input.recv(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
+                match line {
+                    Some(Input::Line(bytes)) => match parse_line(&bytes) {
+                        Ok(command) => {
+                            reading = command != Command::Quit;
+                            in_flight.push_back(Box::pin(client.submit(command).await));
+                        }
+                        Err(e) => in_flight.push_back(ready(e.into())),
+                    },
+                    Some(Input::TooLong(len)) => in_flight.push_back(ready(Reply::error(
+                        ErrorCode::LineTooLong,
+                        format!("line is {len} bytes long; the limit is {MAX_LINE_BYTES}"),
+                    ))),
+                    Some(Input::Eof) | None => {
+                        // End of input quits like /quit, with no reply: there was no command.
+                        reading = false;
+                        drop(client.submit(Command::Quit).await);
+                    }
+                }
+            }
+            Some(reply) = in_flight.next() => out.reply(&reply).await,
+            event = events.recv() => match event {
+                Some(event) => out.event(&event).await,
+                None => break,
+            },
+        }
+    }
+    // The event loop is done; what is left resolves at once.
+    while let Some(reply) = in_flight.next().await {
+        out.reply(&reply).await;
+    }
+    out.flush().await;
+}
+
+fn ready(reply: Reply) -> PendingReply {
+    Box::pin(futures::future::ready(reply))
+}
+
+struct Output {
+    json: bool,
+    stdout: Stdout,
+    broken: bool,
+}
+
+impl Output {
+    async fn reply(&mut self, reply: &Reply) {
+        let line = if self.json { to_json(reply) } else { human::reply(reply) };
+        self.write(line).await;
+    }
+
+    async fn event(&mut self, event: &Event) {
+        let line = if self.json { to_json(event) } else { human::event(event) };
+        self.write(line).await;
+    }
+
+    async fn write(&mut self, mut line: String) {
+        if self.broken {
+            return;
+        }
+        line.push('\n');
+        let result = async {
+            self.stdout.write_all(line.as_bytes()).await?;
+            self.stdout.flush().await
+        }
+        .await;
+        if let Err(e) = result {
+            // Nobody reads our output any more; keep serving the network regardless.
+            tracing::warn!("cannot write to stdout ({e}); output stops here");
+            self.broken = true;
+        }
+    }
+
+    async fn flush(&mut self) {
+        let _ = self.stdout.flush().await;
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        format!(r#"{{"event":"error","code":"internal","message":"cannot encode output: {e}"}}"#)
+    })
+}
+
+fn spawn_stdin_reader() -> mpsc::Receiver<Input> {
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || read_lines(io::stdin().lock(), &tx));
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the stdin reader: {e}");
+    }
+    rx
+}
+
+/// Reads `\n`-terminated lines, keeping at most [`MAX_LINE_BYTES`] of each.
+fn read_lines(mut reader: impl BufRead, tx: &mpsc::Sender<Input>) {
+    let mut line = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!("cannot read stdin: {e}");
+                let _ = tx.blocking_send(Input::Eof);
+                return;
+            }
+        };
+        if buf.is_empty() {
+            if len > 0 {
+                let _ = tx.blocking_send(finish(&mut line, &mut len));
+            }
+            let _ = tx.blocking_send(Input::Eof);
+            return;
+        }
+        let (chunk, end_of_line) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        let room = (MAX_LINE_BYTES + 1).saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        len += chunk.len();
+        let used = chunk.len() + usize::from(end_of_line);
+        reader.consume(used);
+        if end_of_line && tx.blocking_send(finish(&mut line, &mut len)).is_err() {
+            return;
+        }
+    }
+}
+
+fn finish(line: &mut Vec<u8>, len: &mut usize) -> Input {
+    let total = std::mem::take(len);
+    let bytes = std::mem::take(line);
+    let without_cr = total - usize::from(bytes.last() == Some(&b'\r') && total == bytes.len());
+    if without_cr > MAX_LINE_BYTES { Input::TooLong(total) } else { Input::Line(bytes) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<Result<Vec<u8>, usize>> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_lines(io::BufReader::with_capacity(7, input), &tx);
+        drop(tx);
+        let mut out = Vec::new();
+        while let Ok(i) = rx.try_recv() {
+            match i {
+                Input::Line(l) => out.push(Ok(l)),
+                Input::TooLong(n) => out.push(Err(n)),
+                Input::Eof => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_split_on_newlines_across_buffer_boundaries() {
+        assert_eq!(lines(b"hello world\n/rooms\nlast"), vec![Ok(b"hello world".to_vec()), Ok(b"/rooms".to_vec()), Ok(b"last".to_vec())]);
+        assert_eq!(lines(b"\n\n"), vec![Ok(vec![]), Ok(vec![])]);
+    }
+
+    #[test]
+    fn an_over_long_line_is_reported_by_length_and_the_next_line_survives() {
+        let mut input = vec![b'x'; MAX_LINE_BYTES + 5];
+        input.extend_from_slice(b"\nok\n");
+        assert_eq!(lines(&input), vec![Err(MAX_LINE_BYTES + 5), Ok(b"ok".to_vec())]);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_passes_even_with_a_carriage_return() {
+        let mut input = vec![b'x'; MAX_LINE_BYTES];
+        input.extend_from_slice(b"\r\n");
+        let got = lines(&input);
+        assert!(matches!(&got[..], [Ok(l)] if l.len() == MAX_LINE_BYTES + 1));
+        assert!(parse_line(match &got[0] { Ok(l) => l, Err(_) => unreachable!() }).is_ok());
+    }
+}

@@ -1,0 +1,105 @@
+//! The node's network: one task (the [`EventLoop`]) owns the libp2p `Swarm`
+//! and the chat state; everything else talks to it through a [`Client`]
+//! (commands with one-shot replies) and reads the [`Event`]s it emits.
+
+mod behaviour;
+mod connections;
+mod event_loop;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, SwarmBuilder, noise, tcp, yamux};
+use palaver_proto::line::{Command, Event, Reply};
+use palaver_proto::{ErrorCode, Nick};
+use tokio::sync::{mpsc, oneshot};
+
+pub use behaviour::message_id;
+pub use event_loop::EventLoop;
+
+/// Commands waiting for the event loop; the console waits when it is full.
+const COMMAND_QUEUE: usize = 256;
+/// Events waiting for the console; beyond this the loop drops them rather than stall.
+const EVENT_QUEUE: usize = 8192;
+/// Connections nothing uses are closed after this long.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the network part of a node needs to know.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub nick: Nick,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("cannot set up the {0} transport: {1}")]
+    Transport(&'static str, String),
+    #[error("cannot set up the network behaviour: {0}")]
+    Behaviour(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+}
+
+/// A cheap handle to the event loop.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
+}
+
+impl Client {
+    /// Hands a command to the event loop, which applies commands in the order
+    /// they are handed over. The returned future resolves to its one reply.
+    pub async fn submit(&self, command: Command) -> impl Future<Output = Reply> + use<> {
+        let (tx, rx) = oneshot::channel();
+        let handed_over = self.commands.send((command, tx)).await.is_ok();
+        async move {
+            if !handed_over {
+                return Reply::error(ErrorCode::Internal, "the node is shutting down");
+            }
+            rx.await.unwrap_or_else(|_| Reply::error(ErrorCode::Internal, "the node is shutting down"))
+        }
+    }
+
+    /// Submits a command and waits for its reply.
+    pub async fn request(&self, command: Command) -> Reply {
+        self.submit(command).await.await
+    }
+}
+
+/// Builds the swarm, starts listening, and returns the three parts of a running network.
+pub fn new(keypair: Keypair, config: NetworkConfig) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NetworkError> {
+    let mdns = config.mdns;
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetworkError::Transport("TCP", e.to_string()))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| NetworkError::Transport("DNS", e.to_string()))?
+        .with_behaviour(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(behaviour::Behaviour::new(key, mdns)?)
+        })
+        .map_err(|e| NetworkError::Behaviour(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetworkError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+        listeners.push(id);
+    }
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let event_loop = EventLoop::new(swarm, config, listeners, command_rx, event_tx);
+    Ok((Client { commands: command_tx }, event_rx, event_loop))
+}
+
+/// Unix milliseconds now (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

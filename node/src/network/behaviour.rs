@@ -1,0 +1,134 @@
+//! The composed libp2p behaviour of a node and the configuration of each part.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{PeerId, connection_limits, gossipsub, identify, mdns, ping};
+use palaver_proto::wire::MAX_PAYLOAD_BYTES;
+use sha2::{Digest, Sha256};
+
+/// The protocol version identify announces.
+pub const PROTOCOL_VERSION: &str = "/palaver/1.0.0";
+/// Largest gossipsub frame accepted: one maximal payload plus signature and framing.
+pub const MAX_TRANSMIT_BYTES: usize = MAX_PAYLOAD_BYTES + 1024;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Why the behaviour could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BehaviourError {
+    #[error("gossipsub configuration: {0}")]
+    Gossipsub(String),
+}
+
+impl Behaviour {
+    pub fn new(key: &Keypair, enable_mdns: bool) -> Result<Self, BehaviourError> {
+        let local = key.public().to_peer_id();
+        let mdns = if enable_mdns {
+            match mdns::tokio::Behaviour::new(mdns::Config::default(), local) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!("mDNS is unavailable, continuing without it: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(512))
+                    .with_max_established_per_peer(Some(4))
+                    .with_max_pending_incoming(Some(64))
+                    .with_max_pending_outgoing(Some(64)),
+            ),
+            identify: identify::Behaviour::new(
+                identify::Config::new(PROTOCOL_VERSION.to_owned(), key.public())
+                    .with_agent_version(format!("palaver-node/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::default(),
+            gossipsub: gossipsub(key)?,
+            mdns: mdns.into(),
+        })
+    }
+}
+
+/// The id of a published message: a hash of its author and its bytes, so the
+/// same content from the same author is one message however it travels.
+pub fn message_id(source: Option<&PeerId>, data: &[u8]) -> gossipsub::MessageId {
+    let mut h = Sha256::new();
+    if let Some(s) = source {
+        h.update(s.to_bytes());
+    }
+    h.update(data);
+    gossipsub::MessageId::new(&h.finalize()[..16])
+}
+
+fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
+    let err = |e: &dyn std::fmt::Display| BehaviourError::Gossipsub(e.to_string());
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(|m: &gossipsub::Message| message_id(m.source.as_ref(), &m.data))
+        .max_transmit_size(MAX_TRANSMIT_BYTES)
+        .heartbeat_interval(Duration::from_millis(700))
+        // A room may be small: graft whoever is there.
+        .mesh_n_low(2)
+        .mesh_outbound_min(1)
+        .flood_publish(true)
+        .duplicate_cache_time(Duration::from_secs(120))
+        .build()
+        .map_err(|e| err(&e))?;
+    let mut behaviour =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config).map_err(|e| err(&e))?;
+    behaviour.with_peer_score(peer_score_params(), peer_score_thresholds()).map_err(|e| err(&e))?;
+    Ok(behaviour)
+}
+
+/// Scoring tuned for chat: penalise invalid messages and protocol misbehaviour
+/// hard, but never a quiet member of a quiet room (no mesh-delivery quotas),
+/// nor many members behind one address (a campus NAT, a test on loopback).
+fn peer_score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    }
+}
+
+pub fn topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        // Each invalid message costs -10 (squared counter), decaying slowly.
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    }
+}
+
+fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds::default()
+}
+
+/// The gossipsub topic of a room.
+pub fn topic(room: &palaver_proto::RoomName) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("{TOPIC_PREFIX}{room}"))
+}
+
+/// The room of a topic, if it is a room topic.
+pub fn room_of(topic: &gossipsub::TopicHash) -> Option<palaver_proto::RoomName> {
+    topic.as_str().strip_prefix(TOPIC_PREFIX)?.parse().ok()
+}
+
+const TOPIC_PREFIX: &str = "palaver/1/room/";

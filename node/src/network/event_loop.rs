@@ -1,0 +1,510 @@
+//! The task that owns the `Swarm`. One `select!` over swarm events, commands
+//! and a timer; each arm is one call into a handler that translates libp2p
+//! events into [`Event`]s and commands into swarm calls and a [`Reply`].
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::core::transport::ListenerId;
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns};
+use palaver_proto::line::{ChatMessage, Command, Event, Reply};
+use palaver_proto::wire::{Body, Payload};
+use palaver_proto::{ErrorCode, Nick, RoomName, Text};
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{self, Behaviour, BehaviourEvent, message_id, room_of, topic};
+use super::connections::{Bootstrap, Connections, dial_opts, peer_of};
+use super::{NetworkConfig, unix_ms};
+use crate::rooms::{JoinError, Rooms};
+
+/// How often timers (beacons, timeouts, redials, gaps) are looked at.
+const TICK: Duration = Duration::from_millis(250);
+/// How long the node keeps running after `/quit`, so its goodbyes go out.
+const QUIT_GRACE: Duration = Duration::from_millis(400);
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(3);
+/// Most `/dial`s waiting for their outcome at once.
+const MAX_PENDING_DIALS: usize = 64;
+
+type Responder = oneshot::Sender<Reply>;
+
+#[derive(Debug)]
+struct Shutdown {
+    at: Instant,
+    reply: Option<Responder>,
+}
+
+/// Owns the swarm and the chat state; see the module docs.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    local: PeerId,
+    commands: mpsc::Receiver<(Command, Responder)>,
+    commands_closed: bool,
+    events: mpsc::Sender<Event>,
+    dropped_events: u64,
+    nick: Nick,
+    rooms: Rooms,
+    connections: Connections,
+    bootstrap: Bootstrap,
+    listen_addrs: Vec<Multiaddr>,
+    unreported_listeners: HashSet<ListenerId>,
+    pending_dials: HashMap<ConnectionId, Responder>,
+    shutdown: Option<Shutdown>,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        config: NetworkConfig,
+        listeners: Vec<ListenerId>,
+        commands: mpsc::Receiver<(Command, Responder)>,
+        events: mpsc::Sender<Event>,
+    ) -> Self {
+        let local = *swarm.local_peer_id();
+        let now = Instant::now();
+        Self {
+            local,
+            commands,
+            commands_closed: false,
+            events,
+            dropped_events: 0,
+            nick: config.nick,
+            rooms: Rooms::new(local, unix_ms()),
+            connections: Connections::default(),
+            bootstrap: Bootstrap::new(&config.bootstrap, local, now),
+            listen_addrs: Vec::new(),
+            unreported_listeners: listeners.into_iter().collect(),
+            pending_dials: HashMap::new(),
+            shutdown: None,
+            swarm,
+        }
+    }
+
+    /// Runs until `/quit`, or until every [`super::Client`] is gone.
+    pub async fn run(mut self) {
+        self.wait_for_listeners().await;
+        let ready = Event::Ready { peer_id: self.local.to_string(), nick: self.nick.clone(), listen: self.listen_addrs_p2p() };
+        self.emit(ready);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.finished() {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv(), if !self.commands_closed => self.on_command(command),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        if let Some(reply) = self.shutdown.take().and_then(|s| s.reply) {
+            let _ = reply.send(Reply::ok("quit"));
+        }
+    }
+
+    async fn wait_for_listeners(&mut self) {
+        let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+        while !self.unreported_listeners.is_empty() {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(event) => self.on_swarm_event(event),
+                Err(_) => {
+                    tracing::warn!("some listeners reported no address within {LISTEN_WAIT:?}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.shutdown.as_ref().is_some_and(|s| Instant::now() >= s.at)
+    }
+
+    /// Hands an event to the console without ever waiting for it.
+    fn emit(&mut self, event: Event) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            self.dropped_events += 1;
+            if self.dropped_events.is_power_of_two() {
+                tracing::warn!(dropped = self.dropped_events, "output is not being read; dropping events");
+            }
+        }
+    }
+
+    fn emit_all(&mut self, events: Vec<Event>) {
+        for e in events {
+            self.emit(e);
+        }
+    }
+
+    // ---- swarm events ----
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossipsub(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.on_mdns(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.on_connection_established(peer_id, connection_id, endpoint.get_remote_address().clone())
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
+                self.on_connection_closed(peer_id, connection_id, cause.map(|c| c.to_string()))
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => self.on_dial_error(connection_id, error),
+            SwarmEvent::NewListenAddr { listener_id, address } => self.on_new_listen_addr(listener_id, address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
+            SwarmEvent::ListenerError { error, .. } => tracing::warn!("listener error: {error}"),
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                tracing::warn!(?addresses, ?reason, "listener closed");
+                self.listen_addrs.retain(|a| !addresses.contains(a));
+            }
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_connection_established(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr) {
+        tracing::debug!(%peer, %addr, "connection established");
+        let event = self.connections.established(peer, id, addr);
+        self.emit(event);
+        self.bootstrap.established(id, peer);
+        if let Some(reply) = self.pending_dials.remove(&id) {
+            let _ = reply.send(Reply::ok("dial"));
+        }
+    }
+
+    fn on_connection_closed(&mut self, peer: PeerId, id: ConnectionId, cause: Option<String>) {
+        tracing::debug!(%peer, ?cause, "connection closed");
+        if let Some(event) = self.connections.closed(peer, id) {
+            self.emit(event);
+            self.bootstrap.disconnected(peer, Instant::now());
+        }
+    }
+
+    fn on_dial_error(&mut self, id: ConnectionId, error: DialError) {
+        tracing::debug!("dial failed: {error}");
+        if let Some(reply) = self.pending_dials.remove(&id) {
+            let _ = reply.send(Reply::error(ErrorCode::DialFailed, truncate(&format!("dial failed: {error}"), 600)));
+        }
+        if let Some(addr) = self.bootstrap.addr_of(id) {
+            tracing::info!(%addr, "bootstrap peer unreachable; will retry: {error}");
+            self.bootstrap.dial_failed(&addr, Instant::now());
+        }
+    }
+
+    fn on_new_listen_addr(&mut self, listener: ListenerId, address: Multiaddr) {
+        tracing::info!(%address, "listening");
+        self.unreported_listeners.remove(&listener);
+        if !self.listen_addrs.contains(&address) {
+            self.listen_addrs.push(address);
+        }
+    }
+
+    fn on_gossipsub(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                self.on_gossip_message(propagation_source, message_id, message)
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                tracing::debug!(%peer_id, %topic, "peer subscribed");
+                if let Some(room) = room_of(&topic) {
+                    self.rooms.on_peer_subscribed(&room, Instant::now());
+                }
+            }
+            gossipsub::Event::SlowPeer { peer_id, failed_messages } => {
+                tracing::debug!(%peer_id, ?failed_messages, "slow peer");
+            }
+            other => tracing::trace!(?other, "gossipsub event"),
+        }
+    }
+
+    fn on_gossip_message(&mut self, from: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let verdict = self.check(&message);
+        let acceptance = match &verdict {
+            Ok(_) => gossipsub::MessageAcceptance::Accept,
+            Err(a) => a.clone(),
+        };
+        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &from, acceptance);
+        if let Ok((author, payload)) = verdict {
+            let events = self.rooms.on_payload(author, hex(&id.0), payload, Instant::now());
+            self.emit_all(events);
+        }
+    }
+
+    /// Decides whether a gossip message is forwarded (Accept), dropped
+    /// (Ignore) or held against the peer that sent it (Reject).
+    fn check(&self, message: &gossipsub::Message) -> Result<(PeerId, Payload), gossipsub::MessageAcceptance> {
+        use gossipsub::MessageAcceptance::{Ignore, Reject};
+        let (Some(author), Some(room)) = (message.source, room_of(&message.topic)) else {
+            return Err(Reject);
+        };
+        let payload = Payload::decode(&message.data).map_err(|e| {
+            tracing::debug!(%author, "undecodable payload: {e}");
+            if e.is_malformed() { Reject } else { Ignore }
+        })?;
+        if payload.room != room {
+            tracing::debug!(%author, "payload names another room than its topic");
+            return Err(Reject);
+        }
+        if author == self.local || !self.rooms.is_joined(&room) {
+            return Err(Ignore);
+        }
+        Ok((author, payload))
+    }
+
+    fn on_mdns(&mut self, event: mdns::Event) {
+        let mdns::Event::Discovered(found) = event else { return };
+        let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for (peer, addr) in found {
+            if peer != self.local && !self.swarm.is_connected(&peer) {
+                by_peer.entry(peer).or_default().push(addr);
+            }
+        }
+        for (peer, addrs) in by_peer {
+            tracing::info!(%peer, "found on the local network");
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, "cannot dial a local peer: {e}");
+            }
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        if let identify::Event::Received { peer_id, info, .. } = event {
+            tracing::debug!(%peer_id, agent = %info.agent_version, observed = %info.observed_addr, "identified");
+        }
+    }
+
+    // ---- timers ----
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let (events, beacons) = self.rooms.tick(now);
+        self.emit_all(events);
+        for room in beacons {
+            let _ = self.publish(&room, Body::Presence);
+        }
+        if self.shutdown.is_none() {
+            for addr in self.bootstrap.due(now, |p| self.swarm.is_connected(p)) {
+                self.dial_bootstrap(addr, now);
+            }
+        }
+    }
+
+    fn dial_bootstrap(&mut self, addr: Multiaddr, now: Instant) {
+        let opts = dial_opts(&addr);
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.bootstrap.dialing(&addr, id),
+            Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => {
+                tracing::info!(%addr, "cannot dial bootstrap peer: {e}");
+                self.bootstrap.dial_failed(&addr, now);
+            }
+        }
+    }
+
+    // ---- commands ----
+
+    fn on_command(&mut self, command: Option<(Command, Responder)>) {
+        match command {
+            None => {
+                self.commands_closed = true;
+                self.begin_shutdown(None);
+            }
+            Some((Command::Quit, reply)) => self.begin_shutdown(Some(reply)),
+            Some((Command::Dial(addr), reply)) => self.dial(&addr, reply),
+            Some((command, reply)) => {
+                let r = self.handle(command);
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) -> Reply {
+        let result = match command {
+            Command::Nick(nick) => Ok(self.set_nick(nick)),
+            Command::Join(room) => self.join(room),
+            Command::Leave(room) => self.joined_or_current(room).and_then(|r| self.leave(r)),
+            Command::Send { room, text } => self.joined_or_current(room).and_then(|r| self.send(r, text)),
+            Command::Rooms => Ok(Reply::Rooms { rooms: self.rooms.joined().cloned().collect() }),
+            Command::Who(room) => self.joined_or_current(room).map(|room| {
+                let members = self.rooms.who(&room, &self.nick).unwrap_or_default();
+                Reply::Who { room, members }
+            }),
+            Command::Peers => Ok(Reply::Peers { peers: self.connections.list() }),
+            Command::History { room, limit } => {
+                let messages = self.rooms.history(&room, usize::from(limit)).unwrap_or_default();
+                Ok(Reply::History { room, messages })
+            }
+            Command::Id => Ok(Reply::Id {
+                peer_id: self.local.to_string(),
+                nick: self.nick.clone(),
+                listen: self.listen_addrs_p2p(),
+                external: self.swarm.external_addresses().map(|a| self.with_p2p(a).to_string()).collect(),
+            }),
+            Command::Dial(_) | Command::Quit => Err(Reply::error(ErrorCode::Internal, "handled elsewhere")),
+        };
+        result.unwrap_or_else(|e| e)
+    }
+
+    fn joined_or_current(&self, room: Option<RoomName>) -> Result<RoomName, Reply> {
+        match room.or_else(|| self.rooms.current().cloned()) {
+            Some(room) if self.rooms.is_joined(&room) => Ok(room),
+            Some(room) => Err(Reply::error(ErrorCode::NotJoined, format!("not in room {room}; /join {room} first"))),
+            None => Err(Reply::error(ErrorCode::NoCurrentRoom, "no current room; /join ROOM first")),
+        }
+    }
+
+    fn set_nick(&mut self, nick: Nick) -> Reply {
+        self.nick = nick;
+        let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
+        for room in rooms {
+            let _ = self.publish(&room, Body::Presence);
+        }
+        Reply::ok("nick")
+    }
+
+    fn join(&mut self, room: RoomName) -> Result<Reply, Reply> {
+        match self.rooms.join(room.clone(), Instant::now()) {
+            Err(e @ JoinError::TooManyRooms) => return Err(Reply::error(ErrorCode::TooManyRooms, e.to_string())),
+            Ok(false) => return Ok(Reply::ok("join")),
+            Ok(true) => {}
+        }
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        let subscribed = gossipsub.subscribe(&topic(&room));
+        if let Err(e) = subscribed {
+            self.rooms.leave(&room);
+            return Err(Reply::error(ErrorCode::Internal, format!("cannot subscribe to {room}: {e}")));
+        }
+        if let Err(e) = gossipsub.set_topic_params(topic(&room), behaviour::topic_score_params()) {
+            tracing::warn!("cannot score room {room}: {e}");
+        }
+        let _ = self.publish(&room, Body::Join);
+        Ok(Reply::ok("join"))
+    }
+
+    fn leave(&mut self, room: RoomName) -> Result<Reply, Reply> {
+        let _ = self.publish(&room, Body::Leave);
+        self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic(&room));
+        self.rooms.leave(&room);
+        Ok(Reply::ok("leave"))
+    }
+
+    fn send(&mut self, room: RoomName, text: Text) -> Result<Reply, Reply> {
+        let body = Body::Chat(text.clone());
+        let (id, peers, ts) = self
+            .publish(&room, body)
+            .map_err(|e| Reply::error(ErrorCode::Internal, format!("cannot send: {e}")))?;
+        let from = self.local.to_string();
+        self.rooms.record_own(ChatMessage { room: room.clone(), id: id.clone(), from, nick: self.nick.clone(), text, ts, replay: false });
+        Ok(Reply::Sent { room, id, peers })
+    }
+
+    /// Publishes this node's next payload in `room`. Returns its id, how many
+    /// connected peers are in the room, and its timestamp. Nobody to send to
+    /// is not an error: the payload simply reaches no one (peers 0).
+    fn publish(&mut self, room: &RoomName, body: Body) -> Result<(String, usize, u64), gossipsub::PublishError> {
+        let Some(payload) = self.rooms.outgoing(room, &self.nick, body, unix_ms()) else {
+            return Err(gossipsub::PublishError::NoPeersSubscribedToTopic);
+        };
+        let data = payload.encode();
+        let id = hex(&message_id(Some(&self.local), &data).0);
+        let topic = topic(room);
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        let peers = gossipsub.all_peers().filter(|(_, topics)| topics.contains(&&topic.hash())).count();
+        match gossipsub.publish(topic, data) {
+            Ok(_) => {
+                self.rooms.published(room, Instant::now());
+                Ok((id, peers, payload.ts))
+            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok((id, 0, payload.ts)),
+            Err(e) => {
+                tracing::warn!(%room, "publish failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: &str, reply: Responder) {
+        let addr = match self.check_dial(addr) {
+            Ok(addr) => addr,
+            Err((code, message)) => {
+                let _ = reply.send(Reply::error(code, message));
+                return;
+            }
+        };
+        let opts = dial_opts(&addr);
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(id, reply);
+            }
+            Err(DialError::DialPeerConditionFalse(_)) => {
+                let _ = reply.send(Reply::ok("dial"));
+            }
+            Err(e) => {
+                let message = truncate(&format!("cannot dial {addr}: {e}"), 600).to_owned();
+                let _ = reply.send(Reply::error(ErrorCode::DialFailed, message));
+            }
+        }
+    }
+
+    fn check_dial(&self, addr: &str) -> Result<Multiaddr, (ErrorCode, String)> {
+        let addr: Multiaddr = addr
+            .parse()
+            .map_err(|e| (ErrorCode::BadMultiaddr, format!("{:?} is not a multiaddr: {e}", truncate(addr, 200))))?;
+        if peer_of(&addr) == Some(self.local) {
+            return Err((ErrorCode::BadMultiaddr, "that is this node's own address".to_owned()));
+        }
+        if self.pending_dials.len() >= MAX_PENDING_DIALS {
+            return Err((ErrorCode::DialFailed, format!("{MAX_PENDING_DIALS} dials are already under way")));
+        }
+        Ok(addr)
+    }
+
+    fn begin_shutdown(&mut self, reply: Option<Responder>) {
+        if let Some(s) = &mut self.shutdown {
+            if let (None, Some(r)) = (&s.reply, reply) {
+                s.reply = Some(r);
+            }
+            return;
+        }
+        let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
+        let mut announced = false;
+        for room in &rooms {
+            announced |= self.publish(room, Body::Quit).is_ok_and(|(_, peers, _)| peers > 0);
+        }
+        let grace = if announced { QUIT_GRACE } else { Duration::ZERO };
+        self.shutdown = Some(Shutdown { at: Instant::now() + grace, reply });
+    }
+
+    // ---- helpers ----
+
+    fn with_p2p(&self, addr: &Multiaddr) -> Multiaddr {
+        if peer_of(addr).is_some() { addr.clone() } else { addr.clone().with(Protocol::P2p(self.local)) }
+    }
+
+    fn listen_addrs_p2p(&self) -> Vec<String> {
+        self.listen_addrs.iter().map(|a| self.with_p2p(a).to_string()).collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

@@ -1,0 +1,414 @@
+//! The chat state of a node, free of I/O: which rooms it is in, who is present
+//! in each, each author's order, recent history and when to send presence
+//! beacons. The network event loop feeds it decoded payloads and the time, and
+//! turns what it returns into events and publications.
+
+mod ordering;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use palaver_proto::line::{ChatMessage, Event, LeaveReason, MAX_HISTORY, Member};
+use palaver_proto::wire::{Body, Payload};
+use palaver_proto::{Nick, RoomName};
+
+pub use ordering::GAP_WAIT;
+use ordering::AuthorOrder;
+
+/// How often a node tells each of its rooms it is still there.
+pub const BEACON_INTERVAL: Duration = Duration::from_secs(5);
+/// Silence after which a member is reported gone (`left`, reason `timeout`).
+pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The soonest a beacon follows the previous one when one is hurried.
+const BEACON_MIN_GAP: Duration = Duration::from_secs(1);
+/// How long a hurried beacon waits, to answer several newcomers at once.
+const BEACON_HURRY_DELAY: Duration = Duration::from_millis(150);
+/// Most members tracked in one room; more are not shown until some leave.
+pub const MAX_MEMBERS: usize = 2048;
+/// Most rooms a node is in at once.
+pub const MAX_ROOMS: usize = 256;
+
+/// A decoded payload waiting for its turn in its author's order.
+#[derive(Debug)]
+struct Incoming {
+    id: String,
+    payload: Payload,
+}
+
+#[derive(Debug)]
+struct MemberState {
+    nick: Nick,
+    last_heard: Instant,
+    order: AuthorOrder<Incoming>,
+}
+
+#[derive(Debug)]
+struct Room {
+    members: HashMap<PeerId, MemberState>,
+    /// Sequence number of this node's next payload in the room.
+    next_seq: u64,
+    history: VecDeque<ChatMessage>,
+    last_beacon: Instant,
+    next_beacon: Instant,
+}
+
+/// Why a room cannot be joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("already in {MAX_ROOMS} rooms; leave one first")]
+    TooManyRooms,
+}
+
+/// All rooms this node is in.
+#[derive(Debug)]
+pub struct Rooms {
+    local: PeerId,
+    /// This run's session id (unix milliseconds at start), part of every payload.
+    session: u64,
+    rooms: BTreeMap<RoomName, Room>,
+    current: Option<RoomName>,
+}
+
+impl Rooms {
+    pub fn new(local: PeerId, session: u64) -> Self {
+        Self { local, session, rooms: BTreeMap::new(), current: None }
+    }
+
+    pub fn is_joined(&self, room: &RoomName) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    pub fn joined(&self) -> impl Iterator<Item = &RoomName> {
+        self.rooms.keys()
+    }
+
+    /// The room a bare text line goes to: the one joined last, if still joined.
+    pub fn current(&self) -> Option<&RoomName> {
+        self.current.as_ref()
+    }
+
+    /// Enters a room (it becomes the current one). Returns false if already in it.
+    pub fn join(&mut self, room: RoomName, now: Instant) -> Result<bool, JoinError> {
+        self.current = Some(room.clone());
+        if self.rooms.contains_key(&room) {
+            return Ok(false);
+        }
+        if self.rooms.len() >= MAX_ROOMS {
+            return Err(JoinError::TooManyRooms);
+        }
+        self.rooms.insert(
+            room,
+            Room {
+                members: HashMap::new(),
+                next_seq: 0,
+                history: VecDeque::new(),
+                last_beacon: now,
+                next_beacon: now + BEACON_INTERVAL,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Leaves a room. Returns false if not in it.
+    pub fn leave(&mut self, room: &RoomName) -> bool {
+        let was_in = self.rooms.remove(room).is_some();
+        if self.current.as_ref() == Some(room) {
+            self.current = self.rooms.keys().next_back().cloned();
+        }
+        was_in
+    }
+
+    /// The payload this node publishes next in `room`. Call [`Rooms::published`]
+    /// once it went out, so a payload nobody received leaves no gap.
+    pub fn outgoing(&self, room: &RoomName, nick: &Nick, body: Body, ts: u64) -> Option<Payload> {
+        let r = self.rooms.get(room)?;
+        Some(Payload { room: room.clone(), nick: nick.clone(), ts, session: self.session, seq: r.next_seq, body })
+    }
+
+    /// Records that a payload from [`Rooms::outgoing`] was published.
+    pub fn published(&mut self, room: &RoomName, now: Instant) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.next_seq += 1;
+            r.last_beacon = now;
+            r.next_beacon = now + BEACON_INTERVAL;
+        }
+    }
+
+    /// Keeps one of this node's own messages in the room's history.
+    pub fn record_own(&mut self, message: ChatMessage) {
+        if let Some(r) = self.rooms.get_mut(&message.room) {
+            push_history(&mut r.history, message);
+        }
+    }
+
+    /// Takes a payload `author` published in its room (already checked to
+    /// be one of ours). Returns the events to report, in order.
+    pub fn on_payload(&mut self, author: PeerId, id: String, payload: Payload, now: Instant) -> Vec<Event> {
+        let room_name = payload.room.clone();
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return Vec::new();
+        };
+        if author == self.local {
+            return Vec::new();
+        }
+        let released = match room.members.get_mut(&author) {
+            Some(m) => {
+                m.last_heard = now;
+                m.order.push(payload.session, payload.seq, Incoming { id, payload }, now)
+            }
+            None => {
+                if room.members.len() >= MAX_MEMBERS {
+                    tracing::warn!(%room_name, %author, "room is full; ignoring a new member");
+                    return Vec::new();
+                }
+                let mut order = AuthorOrder::new(payload.session, payload.seq);
+                let released = order.push(payload.session, payload.seq, Incoming { id, payload: payload.clone() }, now);
+                room.members.insert(author, MemberState { nick: payload.nick.clone(), last_heard: now, order });
+                let mut events = vec![Event::Joined {
+                    room: room_name.clone(),
+                    peer_id: author.to_string(),
+                    nick: payload.nick,
+                }];
+                // A newcomer should learn of us soon, not at our next regular beacon.
+                hurry_beacon(room, now);
+                for incoming in released {
+                    events.extend(apply(room, &room_name, author, incoming));
+                }
+                return events;
+            }
+        };
+        released.into_iter().flat_map(|i| apply(room, &room_name, author, i)).collect()
+    }
+
+    /// A peer subscribed to a room: answer with a beacon soon so it learns of us.
+    pub fn on_peer_subscribed(&mut self, room: &RoomName, now: Instant) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            hurry_beacon(r, now);
+        }
+    }
+
+    /// Advances time: releases payloads whose gap expired, times out silent
+    /// members. Returns the events, and the rooms whose beacon is due.
+    pub fn tick(&mut self, now: Instant) -> (Vec<Event>, Vec<RoomName>) {
+        let mut events = Vec::new();
+        let mut beacons = Vec::new();
+        for (name, room) in &mut self.rooms {
+            let authors: Vec<PeerId> = room.members.keys().copied().collect();
+            for author in authors {
+                let released = match room.members.get_mut(&author) {
+                    Some(m) if m.order.held() > 0 => m.order.expire(now),
+                    _ => continue,
+                };
+                for incoming in released {
+                    events.extend(apply(room, name, author, incoming));
+                }
+            }
+            let silent: Vec<PeerId> = room
+                .members
+                .iter()
+                .filter(|(_, m)| now.saturating_duration_since(m.last_heard) >= MEMBER_TIMEOUT)
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in silent {
+                if let Some(m) = room.members.remove(&peer) {
+                    events.push(Event::Left {
+                        room: name.clone(),
+                        peer_id: peer.to_string(),
+                        nick: m.nick,
+                        reason: LeaveReason::Timeout,
+                    });
+                }
+            }
+            if room.next_beacon <= now {
+                beacons.push(name.clone());
+                room.last_beacon = now;
+                room.next_beacon = now + BEACON_INTERVAL;
+            }
+        }
+        (events, beacons)
+    }
+
+    /// Members present in `room`, this node (with `own_nick`) included.
+    pub fn who(&self, room: &RoomName, own_nick: &Nick) -> Option<Vec<Member>> {
+        let r = self.rooms.get(room)?;
+        let mut members: Vec<Member> = r
+            .members
+            .iter()
+            .map(|(p, m)| Member { peer_id: p.to_string(), nick: m.nick.clone() })
+            .chain(std::iter::once(Member { peer_id: self.local.to_string(), nick: own_nick.clone() }))
+            .collect();
+        members.sort_by(|a, b| (a.nick.as_str(), &a.peer_id).cmp(&(b.nick.as_str(), &b.peer_id)));
+        Some(members)
+    }
+
+    /// The last `limit` messages of `room`, oldest first.
+    pub fn history(&self, room: &RoomName, limit: usize) -> Option<Vec<ChatMessage>> {
+        let r = self.rooms.get(room)?;
+        let skip = r.history.len().saturating_sub(limit);
+        Some(r.history.iter().skip(skip).cloned().collect())
+    }
+}
+
+fn hurry_beacon(room: &mut Room, now: Instant) {
+    let soon = (now + BEACON_HURRY_DELAY).max(room.last_beacon + BEACON_MIN_GAP);
+    room.next_beacon = room.next_beacon.min(soon);
+}
+
+fn push_history(history: &mut VecDeque<ChatMessage>, message: ChatMessage) {
+    if history.len() >= usize::from(MAX_HISTORY) {
+        history.pop_front();
+    }
+    history.push_back(message);
+}
+
+/// Processes one payload in its author's order.
+fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -> Vec<Event> {
+    let Incoming { id, payload } = incoming;
+    let reason = match payload.body {
+        Body::Leave => LeaveReason::Left,
+        Body::Quit => LeaveReason::Quit,
+        Body::Join | Body::Presence => {
+            if let Some(m) = room.members.get_mut(&author) {
+                m.nick = payload.nick;
+            }
+            return Vec::new();
+        }
+        Body::Chat(text) => {
+            if let Some(m) = room.members.get_mut(&author) {
+                m.nick = payload.nick.clone();
+            }
+            let message = ChatMessage {
+                room: name.clone(),
+                id,
+                from: author.to_string(),
+                nick: payload.nick,
+                text,
+                ts: payload.ts,
+                replay: false,
+            };
+            push_history(&mut room.history, message.clone());
+            return vec![Event::Message(message)];
+        }
+    };
+    match room.members.remove(&author) {
+        Some(m) => vec![Event::Left { room: name.clone(), peer_id: author.to_string(), nick: m.nick, reason }],
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> RoomName {
+        "lobby".parse().unwrap()
+    }
+
+    fn payload(seq: u64, body: Body) -> Payload {
+        Payload { room: room(), nick: "bob".parse().unwrap(), ts: 1, session: 9, seq, body }
+    }
+
+    fn chat(seq: u64, text: &str) -> Payload {
+        payload(seq, Body::Chat(text.parse().unwrap()))
+    }
+
+    fn texts(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Message(m) => m.text.to_string(),
+                Event::Joined { .. } => "+joined".into(),
+                Event::Left { reason, .. } => format!("-{reason:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn setup() -> (Rooms, PeerId, Instant) {
+        let now = Instant::now();
+        let mut rooms = Rooms::new(PeerId::random(), 1);
+        assert_eq!(rooms.join(room(), now), Ok(true));
+        (rooms, PeerId::random(), now)
+    }
+
+    #[test]
+    fn a_first_payload_announces_the_member_then_its_content() {
+        let (mut rooms, bob, now) = setup();
+        let ev = rooms.on_payload(bob, "i1".into(), chat(4, "hi"), now);
+        assert_eq!(texts(&ev), ["+joined", "hi"]);
+        let who = rooms.who(&room(), &"me".parse().unwrap()).unwrap();
+        assert_eq!(who.len(), 2);
+    }
+
+    #[test]
+    fn messages_come_out_in_the_authors_order() {
+        let (mut rooms, bob, now) = setup();
+        rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
+        assert!(rooms.on_payload(bob, "b".into(), chat(2, "two"), now).is_empty());
+        let ev = rooms.on_payload(bob, "a".into(), chat(1, "one"), now);
+        assert_eq!(texts(&ev), ["one", "two"]);
+        assert_eq!(rooms.history(&room(), 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_leave_removes_the_member_and_says_why() {
+        let (mut rooms, bob, now) = setup();
+        rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
+        let ev = rooms.on_payload(bob, "l".into(), payload(1, Body::Quit), now);
+        assert_eq!(texts(&ev), ["-Quit"]);
+        assert_eq!(rooms.who(&room(), &"me".parse().unwrap()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_silent_member_times_out() {
+        let (mut rooms, bob, now) = setup();
+        rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
+        let (ev, _) = rooms.tick(now + MEMBER_TIMEOUT - Duration::from_millis(1));
+        assert!(ev.is_empty());
+        let (ev, _) = rooms.tick(now + MEMBER_TIMEOUT);
+        assert_eq!(texts(&ev), ["-Timeout"]);
+    }
+
+    #[test]
+    fn beacons_are_due_periodically_and_sooner_for_newcomers() {
+        let (mut rooms, bob, now) = setup();
+        assert!(rooms.tick(now).1.is_empty());
+        assert_eq!(rooms.tick(now + BEACON_INTERVAL).1, vec![room()]);
+        let later = now + BEACON_INTERVAL + Duration::from_secs(2);
+        rooms.on_payload(bob, "j".into(), payload(0, Body::Join), later);
+        assert_eq!(rooms.tick(later + Duration::from_millis(200)).1, vec![room()]);
+    }
+
+    #[test]
+    fn payloads_for_rooms_not_joined_or_from_ourselves_are_dropped() {
+        let (mut rooms, _, now) = setup();
+        let me = rooms.local;
+        assert!(rooms.on_payload(me, "x".into(), chat(0, "echo"), now).is_empty());
+        let mut other = chat(0, "elsewhere");
+        other.room = "other".parse().unwrap();
+        assert!(rooms.on_payload(PeerId::random(), "y".into(), other, now).is_empty());
+    }
+
+    #[test]
+    fn history_keeps_the_newest_messages() {
+        let (mut rooms, bob, now) = setup();
+        for seq in 0..1005 {
+            rooms.on_payload(bob, format!("{seq}"), chat(seq, &format!("m{seq}")), now);
+        }
+        let h = rooms.history(&room(), 1000).unwrap();
+        assert_eq!(h.len(), 1000);
+        assert_eq!(h[0].text.as_str(), "m5");
+        assert_eq!(rooms.history(&room(), 2).unwrap()[1].text.as_str(), "m1004");
+    }
+
+    #[test]
+    fn leaving_the_current_room_falls_back_to_another() {
+        let (mut rooms, _, now) = setup();
+        rooms.join("b".parse().unwrap(), now).unwrap();
+        assert_eq!(rooms.current().map(|r| r.as_str()), Some("b"));
+        assert!(rooms.leave(&"b".parse().unwrap()));
+        assert_eq!(rooms.current().map(|r| r.as_str()), Some("lobby"));
+        assert!(!rooms.leave(&"b".parse().unwrap()));
+    }
+}

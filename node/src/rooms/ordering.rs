@@ -1,0 +1,142 @@
+//! Restores each author's order. Gossip can deliver one author's payloads out
+//! of order (a late IWANT answer, a mesh change), so each payload carries the
+//! author's `(session, seq)`; this buffer releases payloads in that order,
+//! holding an early one for at most [`GAP_WAIT`] while the missing ones arrive.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How long an early payload waits for the ones before it.
+pub const GAP_WAIT: Duration = Duration::from_millis(1500);
+/// Most payloads held for one author; more releases the oldest held at once.
+pub const MAX_HELD_PER_AUTHOR: usize = 256;
+
+/// Ordering state of one author in one room.
+#[derive(Debug)]
+pub struct AuthorOrder<T> {
+    session: u64,
+    next_seq: u64,
+    held: BTreeMap<u64, (Instant, T)>,
+}
+
+impl<T> AuthorOrder<T> {
+    /// Starts tracking at the first payload seen from an author.
+    pub fn new(session: u64, seq: u64) -> Self {
+        Self { session, next_seq: seq, held: BTreeMap::new() }
+    }
+
+    /// Takes a payload; returns those now in order to process, in order.
+    pub fn push(&mut self, session: u64, seq: u64, item: T, now: Instant) -> Vec<T> {
+        if session < self.session {
+            // From an earlier run of the author's node: nothing to order it against.
+            return vec![item];
+        }
+        let mut out = Vec::new();
+        if session > self.session {
+            // The author restarted: whatever waited from the old run goes first.
+            out.extend(std::mem::take(&mut self.held).into_values().map(|(_, v)| v));
+            self.session = session;
+            self.next_seq = seq;
+        }
+        if seq < self.next_seq {
+            out.push(item); // late: it waited out its gap already
+        } else if seq == self.next_seq {
+            out.push(item);
+            self.next_seq = seq.saturating_add(1);
+            self.release_consecutive(&mut out);
+        } else {
+            self.held.entry(seq).or_insert((now + GAP_WAIT, item));
+            if self.held.len() > MAX_HELD_PER_AUTHOR {
+                self.skip_gap(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Releases what waited longer than [`GAP_WAIT`], and what follows it.
+    pub fn expire(&mut self, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        while self.held.first_key_value().is_some_and(|(_, (deadline, _))| *deadline <= now) {
+            self.skip_gap(&mut out);
+        }
+        out
+    }
+
+    /// How many payloads are held.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Gives up on the gap before the first held payload.
+    fn skip_gap(&mut self, out: &mut Vec<T>) {
+        if let Some((&seq, _)) = self.held.first_key_value() {
+            self.next_seq = seq;
+            self.release_consecutive(out);
+        }
+    }
+
+    fn release_consecutive(&mut self, out: &mut Vec<T>) {
+        while let Some((_, item)) = self.held.remove(&self.next_seq) {
+            out.push(item);
+            self.next_seq = self.next_seq.saturating_add(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_payloads_pass_straight_through() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(1, 10);
+        assert_eq!(o.push(1, 10, 'a', now), vec!['a']);
+        assert_eq!(o.push(1, 11, 'b', now), vec!['b']);
+    }
+
+    #[test]
+    fn an_early_payload_waits_for_the_one_before_it() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(1, 0);
+        assert_eq!(o.push(1, 0, 'a', now), vec!['a']);
+        assert_eq!(o.push(1, 2, 'c', now), Vec::<char>::new());
+        assert_eq!(o.push(1, 3, 'd', now), Vec::<char>::new());
+        assert_eq!(o.push(1, 1, 'b', now), vec!['b', 'c', 'd']);
+        assert_eq!(o.held(), 0);
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_is_skipped_after_the_wait() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(1, 0);
+        assert!(o.push(1, 2, 'c', now).is_empty());
+        assert!(o.expire(now + GAP_WAIT / 2).is_empty());
+        assert_eq!(o.expire(now + GAP_WAIT), vec!['c']);
+        // the missing one, arriving after all, is still shown
+        assert_eq!(o.push(1, 1, 'b', now + GAP_WAIT * 2), vec!['b']);
+        assert_eq!(o.push(1, 3, 'd', now), vec!['d']);
+    }
+
+    #[test]
+    fn a_restarted_author_starts_a_new_sequence() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(1, 5);
+        assert!(o.push(1, 7, 'x', now).is_empty());
+        assert_eq!(o.push(2, 0, 'a', now), vec!['x', 'a']);
+        assert_eq!(o.push(2, 1, 'b', now), vec!['b']);
+        assert_eq!(o.push(1, 8, 'o', now), vec!['o']);
+    }
+
+    #[test]
+    fn a_flood_of_early_payloads_is_bounded() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(1, 0);
+        let mut released = 0;
+        for seq in 1..=(MAX_HELD_PER_AUTHOR as u64 + 10) {
+            released += o.push(1, seq * 2, seq, now).len();
+        }
+        assert!(o.held() <= MAX_HELD_PER_AUTHOR);
+        assert!(released > 0);
+    }
+}

@@ -1,0 +1,13 @@
+//! Palaver's contracts, free of I/O: the validated names every layer shares, the
+//! stdin/stdout line protocol that scripts and bots drive a node with, and the
+//! versioned wire encoding of what nodes gossip to each other.
+//!
+//! The line protocol is a public contract: once a command or an output field
+//! exists it is extended, never renamed or dropped.
+
+pub mod line;
+pub mod names;
+pub mod wire;
+
+pub use line::{Command, ErrorCode, Event, LineError, Reply};
+pub use names::{NameError, Nick, RoomName, Text};

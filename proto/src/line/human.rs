@@ -1,0 +1,127 @@
+//! Readable renderings of replies and events, for a person at a terminal
+//! (the node without `--json`). Every value shown here was validated on the
+//! way in, so none carries control characters.
+
+use std::fmt::Write as _;
+
+use super::{ChatMessage, Event, LeaveReason, Reply};
+
+/// `HH:MM:SS` (UTC) of a unix-milliseconds timestamp.
+fn clock(ts_ms: u64) -> String {
+    let secs = (ts_ms / 1000) % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+/// The first characters of a peer id, enough to tell people apart.
+fn short(peer_id: &str) -> &str {
+    let start = peer_id.len().saturating_sub(8);
+    peer_id.get(start..).unwrap_or(peer_id)
+}
+
+fn message_line(m: &ChatMessage) -> String {
+    let replay = if m.replay { " (missed)" } else { "" };
+    format!("{} [{}] <{}> {}{replay}", clock(m.ts), m.room, m.nick, m.text)
+}
+
+/// One or more lines for a person, without the final newline.
+pub fn reply(r: &Reply) -> String {
+    match r {
+        Reply::Ok { cmd } => format!("ok: {cmd}"),
+        Reply::Sent { room, peers, .. } => format!("sent to {room} ({peers} peers)"),
+        Reply::Rooms { rooms } if rooms.is_empty() => "no rooms joined: /join ROOM".to_owned(),
+        Reply::Rooms { rooms } => {
+            let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+            format!("rooms: {}", names.join(", "))
+        }
+        Reply::Who { room, members } => {
+            let mut out = format!("{} in {room}:", members.len());
+            for m in members {
+                let _ = write!(out, "\n  {} ({})", m.nick, short(&m.peer_id));
+            }
+            out
+        }
+        Reply::Peers { peers } => {
+            let mut out = format!("{} peers connected", peers.len());
+            for p in peers {
+                let how = if p.relayed { "relayed" } else { "direct" };
+                let _ = write!(out, "\n  {} {} ({how})", p.peer_id, p.addr);
+            }
+            out
+        }
+        Reply::History { room, messages } => {
+            let mut out = format!("history of {room}: {} messages", messages.len());
+            for m in messages {
+                out.push('\n');
+                out.push_str(&message_line(m));
+            }
+            out
+        }
+        Reply::Id { peer_id, nick, listen, external } => {
+            let mut out = format!("you are {nick}, peer id {peer_id}");
+            for a in listen {
+                let _ = write!(out, "\n  listening on {a}");
+            }
+            for a in external {
+                let _ = write!(out, "\n  reachable at {a}");
+            }
+            out
+        }
+        Reply::Error { code, message } => format!("error ({}): {message}", code.as_str()),
+    }
+}
+
+/// One or more lines for a person, without the final newline.
+pub fn event(e: &Event) -> String {
+    match e {
+        Event::Ready { peer_id, nick, listen } => {
+            let mut out = format!("you are {nick}, peer id {peer_id}");
+            for a in listen {
+                let _ = write!(out, "\n  listening on {a}");
+            }
+            out.push_str("\ntype /join ROOM to enter a room, then type to talk; /quit to leave");
+            out
+        }
+        Event::Message(m) => message_line(m),
+        Event::Joined { room, peer_id, nick } => {
+            format!("* {nick} ({}) joined {room}", short(peer_id))
+        }
+        Event::Left { room, peer_id, nick, reason } => {
+            let how = match reason {
+                LeaveReason::Left => "left",
+                LeaveReason::Quit => "quit",
+                LeaveReason::Timeout => "timed out of",
+            };
+            format!("* {nick} ({}) {how} {room}", short(peer_id))
+        }
+        Event::PeerConnected { peer_id, addr, relayed } => {
+            let how = if *relayed { "relayed" } else { "direct" };
+            format!("* connected to {} at {addr} ({how})", short(peer_id))
+        }
+        Event::PeerDisconnected { peer_id } => format!("* disconnected from {}", short(peer_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_reads_as_time_room_nick_and_text() {
+        let m = ChatMessage {
+            room: "lobby".parse().unwrap(),
+            id: "x".into(),
+            from: "12D3KooWabcdefgh".into(),
+            nick: "alice".parse().unwrap(),
+            text: "hello".parse().unwrap(),
+            ts: 3_723_000,
+            replay: false,
+        };
+        assert_eq!(event(&Event::Message(m)), "01:02:03 [lobby] <alice> hello");
+    }
+
+    #[test]
+    fn errors_show_their_code() {
+        let r = Reply::error(super::super::ErrorCode::BadRoom, "nope");
+        assert_eq!(reply(&r), "error (bad_room): nope");
+    }
+}

@@ -1,0 +1,197 @@
+//! Validated newtypes for the strings users choose: room names, nicks and
+//! message texts. Everything that crosses a boundary (a command line, a gossip
+//! payload) is parsed into these, so the rest of the code never re-checks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest room name, in bytes (room names are ASCII).
+pub const ROOM_MAX_LEN: usize = 64;
+/// Longest nick, in characters.
+pub const NICK_MAX_CHARS: usize = 32;
+/// Longest message text, in bytes of UTF-8.
+pub const TEXT_MAX_BYTES: usize = 4096;
+
+/// Why a name or a text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("is {len} long, the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("contains {0:?}, which is not allowed here")]
+    BadChar(char),
+    #[error("must not start or end with white space")]
+    OuterSpace,
+}
+
+/// A room: 1-64 of `A-Z a-z 0-9 . _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RoomName {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(NameError::BadChar(c));
+        }
+        if s.len() > ROOM_MAX_LEN {
+            return Err(NameError::TooLong { len: s.len(), max: ROOM_MAX_LEN });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A display name: 1-32 characters, no control characters, no outer white space.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Nick(String);
+
+impl Nick {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Nick {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(NameError::BadChar(c));
+        }
+        if s.trim() != s {
+            return Err(NameError::OuterSpace);
+        }
+        let len = s.chars().count();
+        if len > NICK_MAX_CHARS {
+            return Err(NameError::TooLong { len, max: NICK_MAX_CHARS });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A chat message text: 1-4096 bytes of UTF-8, no control characters but tab.
+///
+/// Control characters are refused rather than escaped so that no peer can send
+/// terminal escape sequences to another user's screen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Text(String);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Text {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if s.len() > TEXT_MAX_BYTES {
+            return Err(NameError::TooLong { len: s.len(), max: TEXT_MAX_BYTES });
+        }
+        if let Some(c) = s.chars().find(|&c| c.is_control() && c != '\t') {
+            return Err(NameError::BadChar(c));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+macro_rules! string_newtype_impls {
+    ($($ty:ident),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl TryFrom<String> for $ty {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                v.0
+            }
+        }
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    )*};
+}
+string_newtype_impls!(RoomName, Nick, Text);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_accept_the_documented_alphabet() {
+        for ok in ["lobby", "a", "A.b_c-9", &"x".repeat(64)] {
+            assert!(ok.parse::<RoomName>().is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn room_names_refuse_empty_long_and_foreign_characters() {
+        assert_eq!("".parse::<RoomName>(), Err(NameError::Empty));
+        assert!(matches!("x".repeat(65).parse::<RoomName>(), Err(NameError::TooLong { .. })));
+        for bad in ["a b", "a/b", "é", "lobby\n", "#x"] {
+            assert!(matches!(bad.parse::<RoomName>(), Err(NameError::BadChar(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nicks_count_characters_not_bytes() {
+        assert!("é".repeat(32).parse::<Nick>().is_ok());
+        assert!("é".repeat(33).parse::<Nick>().is_err());
+        assert!("alice smith".parse::<Nick>().is_ok());
+    }
+
+    #[test]
+    fn nicks_refuse_control_characters_and_outer_space() {
+        assert_eq!("a\u{1b}[2J".parse::<Nick>(), Err(NameError::BadChar('\u{1b}')));
+        assert_eq!(" alice".parse::<Nick>(), Err(NameError::OuterSpace));
+    }
+
+    #[test]
+    fn texts_allow_tabs_but_not_other_control_characters() {
+        assert!("a\tb".parse::<Text>().is_ok());
+        assert!("a\rb".parse::<Text>().is_err());
+        assert!("y".repeat(4096).parse::<Text>().is_ok());
+        assert!("y".repeat(4097).parse::<Text>().is_err());
+    }
+
+    #[test]
+    fn names_refuse_invalid_values_when_deserialized() {
+        assert!(serde_json::from_str::<RoomName>("\"bad room\"").is_err());
+        assert!(serde_json::from_str::<RoomName>("\"good\"").is_ok());
+    }
+}
