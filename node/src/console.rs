@@ -6,10 +6,10 @@
 use std::io::{self, BufRead};
 use std::pin::Pin;
 
-use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use palaver_proto::line::{Command, Event, MAX_LINE_BYTES, Reply, human, parse_line};
+use futures::stream::FuturesOrdered;
 use palaver_proto::ErrorCode;
+use palaver_proto::line::{Command, Event, MAX_LINE_BYTES, Reply, human, parse_line};
 use tokio::io::{AsyncWriteExt, Stdout};
 use tokio::sync::mpsc;
 
@@ -30,7 +30,11 @@ type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// Runs the console until the event loop has finished.
 pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) {
-    let mut out = Output { json, stdout: tokio::io::stdout(), broken: false };
+    let mut out = Output {
+        json,
+        stdout: tokio::io::stdout(),
+        broken: false,
+    };
     // `ready` is the first line: nothing else is written before it.
     match events.recv().await {
         Some(first) => out.event(&first).await,
@@ -87,12 +91,20 @@ struct Output {
 
 impl Output {
     async fn reply(&mut self, reply: &Reply) {
-        let line = if self.json { to_json(reply) } else { human::reply(reply) };
+        let line = if self.json {
+            to_json(reply)
+        } else {
+            human::reply(reply)
+        };
         self.write(line).await;
     }
 
     async fn event(&mut self, event: &Event) {
-        let line = if self.json { to_json(event) } else { human::event(event) };
+        let line = if self.json {
+            to_json(event)
+        } else {
+            human::event(event)
+        };
         self.write(line).await;
     }
 
@@ -126,7 +138,9 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 fn spawn_stdin_reader() -> mpsc::Receiver<Input> {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || read_lines(io::stdin().lock(), &tx));
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_lines(io::stdin().lock(), &tx));
     if let Err(e) = spawned {
         tracing::error!("cannot start the stdin reader: {e}");
     }
@@ -173,7 +187,11 @@ fn finish(line: &mut Vec<u8>, len: &mut usize) -> Input {
     let total = std::mem::take(len);
     let bytes = std::mem::take(line);
     let without_cr = total - usize::from(bytes.last() == Some(&b'\r') && total == bytes.len());
-    if without_cr > MAX_LINE_BYTES { Input::TooLong(total) } else { Input::Line(bytes) }
+    if without_cr > MAX_LINE_BYTES {
+        Input::TooLong(total)
+    } else {
+        Input::Line(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -197,7 +215,14 @@ mod tests {
 
     #[test]
     fn lines_split_on_newlines_across_buffer_boundaries() {
-        assert_eq!(lines(b"hello world\n/rooms\nlast"), vec![Ok(b"hello world".to_vec()), Ok(b"/rooms".to_vec()), Ok(b"last".to_vec())]);
+        assert_eq!(
+            lines(b"hello world\n/rooms\nlast"),
+            vec![
+                Ok(b"hello world".to_vec()),
+                Ok(b"/rooms".to_vec()),
+                Ok(b"last".to_vec())
+            ]
+        );
         assert_eq!(lines(b"\n\n"), vec![Ok(vec![]), Ok(vec![])]);
     }
 
@@ -205,7 +230,10 @@ mod tests {
     fn an_over_long_line_is_reported_by_length_and_the_next_line_survives() {
         let mut input = vec![b'x'; MAX_LINE_BYTES + 5];
         input.extend_from_slice(b"\nok\n");
-        assert_eq!(lines(&input), vec![Err(MAX_LINE_BYTES + 5), Ok(b"ok".to_vec())]);
+        assert_eq!(
+            lines(&input),
+            vec![Err(MAX_LINE_BYTES + 5), Ok(b"ok".to_vec())]
+        );
     }
 
     #[test]
@@ -214,6 +242,8 @@ mod tests {
         input.extend_from_slice(b"\r\n");
         let got = lines(&input);
         assert!(matches!(&got[..], [Ok(l)] if l.len() == MAX_LINE_BYTES + 1));
-        assert!(parse_line(match &got[0] { Ok(l) => l, Err(_) => unreachable!() }).is_ok());
+        // The line is within its limit; only its text is too long for a message.
+        let Ok(line) = &got[0] else { unreachable!() };
+        assert_eq!(parse_line(line).unwrap_err().code, ErrorCode::TextTooLong);
     }
 }

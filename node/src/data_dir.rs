@@ -17,11 +17,15 @@ const IDENTITY_FILE: &str = "identity.key";
 pub enum DataDirError {
     #[error("cannot create or open data dir {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
-    #[error("data dir {path} is in use by another node process (stop it, or pick another --data-dir)")]
+    #[error(
+        "data dir {path} is in use by another node process (stop it, or pick another --data-dir)"
+    )]
     InUse { path: PathBuf },
     #[error("cannot read identity file {path}: {source}")]
     ReadIdentity { path: PathBuf, source: io::Error },
-    #[error("identity file {path} is corrupt ({reason}); move it away to start with a new identity")]
+    #[error(
+        "identity file {path} is corrupt ({reason}); move it away to start with a new identity"
+    )]
     CorruptIdentity { path: PathBuf, reason: String },
     #[error("cannot write identity file {path}: {source}")]
     WriteIdentity { path: PathBuf, source: io::Error },
@@ -37,7 +41,10 @@ pub struct DataDir {
 impl DataDir {
     /// Creates (mode 0700) and locks the directory.
     pub fn open(path: &Path) -> Result<Self, DataDirError> {
-        let create = |source| DataDirError::Create { path: path.to_owned(), source };
+        let create = |source| DataDirError::Create {
+            path: path.to_owned(),
+            source,
+        };
         fs::create_dir_all(path).map_err(create)?;
         // Tighten only a directory we may have just created; never fail on a shared parent.
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
@@ -50,10 +57,17 @@ impl DataDir {
             .map_err(create)?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(DataDirError::InUse { path: path.to_owned() }),
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(DataDirError::InUse {
+                    path: path.to_owned(),
+                });
+            }
             Err(fs::TryLockError::Error(e)) => return Err(create(e)),
         }
-        Ok(Self { path: path.to_owned(), _lock: lock })
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -64,13 +78,21 @@ impl DataDir {
     pub fn identity(&self) -> Result<Keypair, DataDirError> {
         let path = self.path.join(IDENTITY_FILE);
         match fs::read(&path) {
-            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|e| DataDirError::CorruptIdentity { path, reason: e.to_string() }),
+            Ok(bytes) => {
+                Keypair::from_protobuf_encoding(&bytes).map_err(|e| DataDirError::CorruptIdentity {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let keypair = Keypair::generate_ed25519();
-                let bytes = keypair
-                    .to_protobuf_encoding()
-                    .map_err(|e| DataDirError::CorruptIdentity { path: path.clone(), reason: e.to_string() })?;
+                let bytes =
+                    keypair
+                        .to_protobuf_encoding()
+                        .map_err(|e| DataDirError::CorruptIdentity {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
                 write_private_atomically(&path, &bytes)
                     .map_err(|source| DataDirError::WriteIdentity { path, source })?;
                 Ok(keypair)
@@ -84,7 +106,12 @@ impl DataDir {
 /// the old file or the complete new one.
 fn write_private_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -110,7 +137,10 @@ mod tests {
         let first = DataDir::open(&dir).unwrap().identity().unwrap();
         let second = DataDir::open(&dir).unwrap().identity().unwrap();
         assert_eq!(first.public().to_peer_id(), second.public().to_peer_id());
-        let mode = fs::metadata(dir.join(IDENTITY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.join(IDENTITY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         fs::remove_dir_all(dir).unwrap();
     }
@@ -119,7 +149,10 @@ mod tests {
     fn a_second_open_of_the_same_dir_is_refused() {
         let dir = temp_dir("lock");
         let _held = DataDir::open(&dir).unwrap();
-        assert!(matches!(DataDir::open(&dir), Err(DataDirError::InUse { .. })));
+        assert!(matches!(
+            DataDir::open(&dir),
+            Err(DataDirError::InUse { .. })
+        ));
         drop(_held);
         assert!(DataDir::open(&dir).is_ok());
         fs::remove_dir_all(dir).unwrap();
@@ -130,7 +163,10 @@ mod tests {
         let dir = temp_dir("corrupt");
         let d = DataDir::open(&dir).unwrap();
         fs::write(dir.join(IDENTITY_FILE), b"garbage").unwrap();
-        assert!(matches!(d.identity(), Err(DataDirError::CorruptIdentity { .. })));
+        assert!(matches!(
+            d.identity(),
+            Err(DataDirError::CorruptIdentity { .. })
+        ));
         assert_eq!(fs::read(dir.join(IDENTITY_FILE)).unwrap(), b"garbage");
         fs::remove_dir_all(dir).unwrap();
     }

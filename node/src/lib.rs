@@ -53,9 +53,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let data_dir = DataDir::open(&config.data_dir)?;
     let keypair = data_dir.identity()?;
     let peer_id = keypair.public().to_peer_id();
-    let nick = config.nick.clone().unwrap_or_else(|| default_nick(&peer_id.to_string()));
+    let nick = config
+        .nick
+        .clone()
+        .unwrap_or_else(|| default_nick(&peer_id.to_string()));
     tracing::info!(%peer_id, data_dir = %data_dir.path().display(), "starting");
-    let network = NetworkConfig { nick, listen: config.listen, bootstrap: config.bootstrap, mdns: config.mdns };
+    let network = NetworkConfig {
+        nick,
+        listen: config.listen,
+        bootstrap: config.bootstrap,
+        mdns: config.mdns,
+    };
     let (client, events, event_loop) = network::new(keypair, network)?;
     let event_loop = tokio::spawn(event_loop.run());
     tokio::spawn(quit_on_signal(client.clone()));
@@ -68,7 +76,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
 }
 
 /// `anon-` and the last six characters of the peer id.
-#[allow(clippy::expect_used, reason = "base58 characters always make a valid nick")]
+#[allow(
+    clippy::expect_used,
+    reason = "base58 characters always make a valid nick"
+)]
 fn default_nick(peer_id: &str) -> Nick {
     let tail = &peer_id[peer_id.len().saturating_sub(6)..];
     format!("anon-{tail}").parse().expect("a valid nick")
@@ -77,7 +88,10 @@ fn default_nick(peer_id: &str) -> Nick {
 /// SIGINT and SIGTERM quit like `/quit`: goodbyes are announced first.
 async fn quit_on_signal(client: network::Client) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot watch for signals");
         return;
     };

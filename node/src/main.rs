@@ -54,19 +54,29 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let Some(data_dir) = cli.data_dir.or_else(|| dirs::data_dir().map(|d| d.join("palaver"))) else {
+    let Some(data_dir) = cli
+        .data_dir
+        .or_else(|| dirs::data_dir().map(|d| d.join("palaver")))
+    else {
         eprintln!("node: no data directory: pass --data-dir DIR");
         return ExitCode::from(2);
     };
     let config = Config {
         data_dir,
         nick: cli.nick,
-        listen: if cli.listen.is_empty() { Config::default_listen() } else { cli.listen },
+        listen: if cli.listen.is_empty() {
+            Config::default_listen()
+        } else {
+            cli.listen
+        },
         bootstrap: cli.bootstrap,
         json: cli.json,
         mdns: !cli.no_mdns,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("node: cannot start the async runtime: {e}");

@@ -60,7 +60,8 @@ impl Client {
             if !handed_over {
                 return Reply::error(ErrorCode::Internal, "the node is shutting down");
             }
-            rx.await.unwrap_or_else(|_| Reply::error(ErrorCode::Internal, "the node is shutting down"))
+            rx.await
+                .unwrap_or_else(|_| Reply::error(ErrorCode::Internal, "the node is shutting down"))
         }
     }
 
@@ -71,18 +72,27 @@ impl Client {
 }
 
 /// Builds the swarm, starts listening, and returns the three parts of a running network.
-pub fn new(keypair: Keypair, config: NetworkConfig) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NetworkError> {
+pub fn new(
+    keypair: Keypair,
+    config: NetworkConfig,
+) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NetworkError> {
     let mdns = config.mdns;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| NetworkError::Transport("TCP", e.to_string()))?
         .with_quic()
         .with_dns()
         .map_err(|e| NetworkError::Transport("DNS", e.to_string()))?
-        .with_behaviour(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(behaviour::Behaviour::new(key, mdns)?)
-        })
+        .with_behaviour(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(behaviour::Behaviour::new(key, mdns)?)
+            },
+        )
         .map_err(|e| NetworkError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
@@ -90,16 +100,28 @@ pub fn new(keypair: Keypair, config: NetworkConfig) -> Result<(Client, mpsc::Rec
     for addr in &config.listen {
         let id = swarm
             .listen_on(addr.clone())
-            .map_err(|e| NetworkError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|e| NetworkError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
         listeners.push(id);
     }
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let event_loop = EventLoop::new(swarm, config, listeners, command_rx, event_tx);
-    Ok((Client { commands: command_tx }, event_rx, event_loop))
+    Ok((
+        Client {
+            commands: command_tx,
+        },
+        event_rx,
+        event_loop,
+    ))
 }
 
 /// Unix milliseconds now (0 if the clock is before 1970).
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -13,8 +13,8 @@ use palaver_proto::line::{ChatMessage, Event, LeaveReason, MAX_HISTORY, Member};
 use palaver_proto::wire::{Body, Payload};
 use palaver_proto::{Nick, RoomName};
 
-pub use ordering::GAP_WAIT;
 use ordering::AuthorOrder;
+pub use ordering::GAP_WAIT;
 
 /// How often a node tells each of its rooms it is still there.
 pub const BEACON_INTERVAL: Duration = Duration::from_secs(5);
@@ -72,7 +72,12 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(local: PeerId, session: u64) -> Self {
-        Self { local, session, rooms: BTreeMap::new(), current: None }
+        Self {
+            local,
+            session,
+            rooms: BTreeMap::new(),
+            current: None,
+        }
     }
 
     pub fn is_joined(&self, room: &RoomName) -> bool {
@@ -123,7 +128,14 @@ impl Rooms {
     /// once it went out, so a payload nobody received leaves no gap.
     pub fn outgoing(&self, room: &RoomName, nick: &Nick, body: Body, ts: u64) -> Option<Payload> {
         let r = self.rooms.get(room)?;
-        Some(Payload { room: room.clone(), nick: nick.clone(), ts, session: self.session, seq: r.next_seq, body })
+        Some(Payload {
+            room: room.clone(),
+            nick: nick.clone(),
+            ts,
+            session: self.session,
+            seq: r.next_seq,
+            body,
+        })
     }
 
     /// Records that a payload from [`Rooms::outgoing`] was published.
@@ -144,7 +156,13 @@ impl Rooms {
 
     /// Takes a payload `author` published in its room (already checked to
     /// be one of ours). Returns the events to report, in order.
-    pub fn on_payload(&mut self, author: PeerId, id: String, payload: Payload, now: Instant) -> Vec<Event> {
+    pub fn on_payload(
+        &mut self,
+        author: PeerId,
+        id: String,
+        payload: Payload,
+        now: Instant,
+    ) -> Vec<Event> {
         let room_name = payload.room.clone();
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return Vec::new();
@@ -155,7 +173,8 @@ impl Rooms {
         let released = match room.members.get_mut(&author) {
             Some(m) => {
                 m.last_heard = now;
-                m.order.push(payload.session, payload.seq, Incoming { id, payload }, now)
+                m.order
+                    .push(payload.session, payload.seq, Incoming { id, payload }, now)
             }
             None => {
                 if room.members.len() >= MAX_MEMBERS {
@@ -163,8 +182,23 @@ impl Rooms {
                     return Vec::new();
                 }
                 let mut order = AuthorOrder::new(payload.session, payload.seq);
-                let released = order.push(payload.session, payload.seq, Incoming { id, payload: payload.clone() }, now);
-                room.members.insert(author, MemberState { nick: payload.nick.clone(), last_heard: now, order });
+                let released = order.push(
+                    payload.session,
+                    payload.seq,
+                    Incoming {
+                        id,
+                        payload: payload.clone(),
+                    },
+                    now,
+                );
+                room.members.insert(
+                    author,
+                    MemberState {
+                        nick: payload.nick.clone(),
+                        last_heard: now,
+                        order,
+                    },
+                );
                 let mut events = vec![Event::Joined {
                     room: room_name.clone(),
                     peer_id: author.to_string(),
@@ -178,7 +212,10 @@ impl Rooms {
                 return events;
             }
         };
-        released.into_iter().flat_map(|i| apply(room, &room_name, author, i)).collect()
+        released
+            .into_iter()
+            .flat_map(|i| apply(room, &room_name, author, i))
+            .collect()
     }
 
     /// A peer subscribed to a room: answer with a beacon soon so it learns of us.
@@ -235,8 +272,14 @@ impl Rooms {
         let mut members: Vec<Member> = r
             .members
             .iter()
-            .map(|(p, m)| Member { peer_id: p.to_string(), nick: m.nick.clone() })
-            .chain(std::iter::once(Member { peer_id: self.local.to_string(), nick: own_nick.clone() }))
+            .map(|(p, m)| Member {
+                peer_id: p.to_string(),
+                nick: m.nick.clone(),
+            })
+            .chain(std::iter::once(Member {
+                peer_id: self.local.to_string(),
+                nick: own_nick.clone(),
+            }))
             .collect();
         members.sort_by(|a, b| (a.nick.as_str(), &a.peer_id).cmp(&(b.nick.as_str(), &b.peer_id)));
         Some(members)
@@ -292,7 +335,12 @@ fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -
         }
     };
     match room.members.remove(&author) {
-        Some(m) => vec![Event::Left { room: name.clone(), peer_id: author.to_string(), nick: m.nick, reason }],
+        Some(m) => vec![Event::Left {
+            room: name.clone(),
+            peer_id: author.to_string(),
+            nick: m.nick,
+            reason,
+        }],
         None => Vec::new(),
     }
 }
@@ -306,7 +354,14 @@ mod tests {
     }
 
     fn payload(seq: u64, body: Body) -> Payload {
-        Payload { room: room(), nick: "bob".parse().unwrap(), ts: 1, session: 9, seq, body }
+        Payload {
+            room: room(),
+            nick: "bob".parse().unwrap(),
+            ts: 1,
+            session: 9,
+            seq,
+            body,
+        }
     }
 
     fn chat(seq: u64, text: &str) -> Payload {
@@ -345,7 +400,11 @@ mod tests {
     fn messages_come_out_in_the_authors_order() {
         let (mut rooms, bob, now) = setup();
         rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
-        assert!(rooms.on_payload(bob, "b".into(), chat(2, "two"), now).is_empty());
+        assert!(
+            rooms
+                .on_payload(bob, "b".into(), chat(2, "two"), now)
+                .is_empty()
+        );
         let ev = rooms.on_payload(bob, "a".into(), chat(1, "one"), now);
         assert_eq!(texts(&ev), ["one", "two"]);
         assert_eq!(rooms.history(&room(), 10).unwrap().len(), 2);
@@ -377,17 +436,28 @@ mod tests {
         assert_eq!(rooms.tick(now + BEACON_INTERVAL).1, vec![room()]);
         let later = now + BEACON_INTERVAL + Duration::from_secs(2);
         rooms.on_payload(bob, "j".into(), payload(0, Body::Join), later);
-        assert_eq!(rooms.tick(later + Duration::from_millis(200)).1, vec![room()]);
+        assert_eq!(
+            rooms.tick(later + Duration::from_millis(200)).1,
+            vec![room()]
+        );
     }
 
     #[test]
     fn payloads_for_rooms_not_joined_or_from_ourselves_are_dropped() {
         let (mut rooms, _, now) = setup();
         let me = rooms.local;
-        assert!(rooms.on_payload(me, "x".into(), chat(0, "echo"), now).is_empty());
+        assert!(
+            rooms
+                .on_payload(me, "x".into(), chat(0, "echo"), now)
+                .is_empty()
+        );
         let mut other = chat(0, "elsewhere");
         other.room = "other".parse().unwrap();
-        assert!(rooms.on_payload(PeerId::random(), "y".into(), other, now).is_empty());
+        assert!(
+            rooms
+                .on_payload(PeerId::random(), "y".into(), other, now)
+                .is_empty()
+        );
     }
 
     #[test]

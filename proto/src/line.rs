@@ -89,12 +89,18 @@ pub struct LineError {
 
 impl LineError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl From<LineError> for Reply {
     fn from(e: LineError) -> Self {
-        Reply::Error { code: e.code, message: e.message }
+        Reply::Error {
+            code: e.code,
+            message: e.message,
+        }
     }
 }

@@ -52,7 +52,10 @@ impl FromStr for RoomName {
             return Err(NameError::BadChar(c));
         }
         if s.len() > ROOM_MAX_LEN {
-            return Err(NameError::TooLong { len: s.len(), max: ROOM_MAX_LEN });
+            return Err(NameError::TooLong {
+                len: s.len(),
+                max: ROOM_MAX_LEN,
+            });
         }
         Ok(Self(s.to_owned()))
     }
@@ -84,7 +87,10 @@ impl FromStr for Nick {
         }
         let len = s.chars().count();
         if len > NICK_MAX_CHARS {
-            return Err(NameError::TooLong { len, max: NICK_MAX_CHARS });
+            return Err(NameError::TooLong {
+                len,
+                max: NICK_MAX_CHARS,
+            });
         }
         Ok(Self(s.to_owned()))
     }
@@ -112,7 +118,10 @@ impl FromStr for Text {
             return Err(NameError::Empty);
         }
         if s.len() > TEXT_MAX_BYTES {
-            return Err(NameError::TooLong { len: s.len(), max: TEXT_MAX_BYTES });
+            return Err(NameError::TooLong {
+                len: s.len(),
+                max: TEXT_MAX_BYTES,
+            });
         }
         if let Some(c) = s.chars().find(|&c| c.is_control() && c != '\t') {
             return Err(NameError::BadChar(c));
@@ -162,9 +171,15 @@ mod tests {
     #[test]
     fn room_names_refuse_empty_long_and_foreign_characters() {
         assert_eq!("".parse::<RoomName>(), Err(NameError::Empty));
-        assert!(matches!("x".repeat(65).parse::<RoomName>(), Err(NameError::TooLong { .. })));
+        assert!(matches!(
+            "x".repeat(65).parse::<RoomName>(),
+            Err(NameError::TooLong { .. })
+        ));
         for bad in ["a b", "a/b", "é", "lobby\n", "#x"] {
-            assert!(matches!(bad.parse::<RoomName>(), Err(NameError::BadChar(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<RoomName>(), Err(NameError::BadChar(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -177,7 +192,10 @@ mod tests {
 
     #[test]
     fn nicks_refuse_control_characters_and_outer_space() {
-        assert_eq!("a\u{1b}[2J".parse::<Nick>(), Err(NameError::BadChar('\u{1b}')));
+        assert_eq!(
+            "a\u{1b}[2J".parse::<Nick>(),
+            Err(NameError::BadChar('\u{1b}'))
+        );
         assert_eq!(" alice".parse::<Nick>(), Err(NameError::OuterSpace));
     }
 

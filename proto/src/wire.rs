@@ -19,7 +19,8 @@ use crate::names::{NICK_MAX_CHARS, NameError, Nick, ROOM_MAX_LEN, RoomName, TEXT
 /// The version this code writes.
 pub const VERSION: u8 = 1;
 /// Largest payload a valid version-1 encoding can have.
-pub const MAX_PAYLOAD_BYTES: usize = 2 + 3 * 8 + 1 + ROOM_MAX_LEN + 1 + 4 * NICK_MAX_CHARS + 2 + TEXT_MAX_BYTES;
+pub const MAX_PAYLOAD_BYTES: usize =
+    2 + 3 * 8 + 1 + ROOM_MAX_LEN + 1 + 4 * NICK_MAX_CHARS + 2 + TEXT_MAX_BYTES;
 
 /// What a payload says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +77,10 @@ pub enum WireError {
     #[error("unknown payload kind {0}")]
     UnknownKind(u8),
     #[error("invalid {field}: {error}")]
-    Invalid { field: &'static str, error: NameError },
+    Invalid {
+        field: &'static str,
+        error: NameError,
+    },
     #[error("{0} is not UTF-8")]
     NotUtf8(&'static str),
 }
@@ -122,13 +126,31 @@ impl Payload {
         let session = r.u64()?;
         let seq = r.u64()?;
         let room_len = usize::from(r.u8()?);
-        let room = r.str(room_len, "room")?.parse().map_err(|error| WireError::Invalid { field: "room", error })?;
+        let room = r
+            .str(room_len, "room")?
+            .parse()
+            .map_err(|error| WireError::Invalid {
+                field: "room",
+                error,
+            })?;
         let nick_len = usize::from(r.u8()?);
-        let nick = r.str(nick_len, "nick")?.parse().map_err(|error| WireError::Invalid { field: "nick", error })?;
+        let nick = r
+            .str(nick_len, "nick")?
+            .parse()
+            .map_err(|error| WireError::Invalid {
+                field: "nick",
+                error,
+            })?;
         let body = match kind {
             1 => {
                 let len = usize::from(r.u16()?);
-                let text = r.str(len, "text")?.parse().map_err(|error| WireError::Invalid { field: "text", error })?;
+                let text = r
+                    .str(len, "text")?
+                    .parse()
+                    .map_err(|error| WireError::Invalid {
+                        field: "text",
+                        error,
+                    })?;
                 Body::Chat(text)
             }
             2 => Body::Join,
@@ -140,7 +162,14 @@ impl Payload {
         if !r.0.is_empty() {
             return Err(WireError::TrailingBytes(r.0.len()));
         }
-        Ok(Payload { room, nick, ts, session, seq, body })
+        Ok(Payload {
+            room,
+            nick,
+            ts,
+            session,
+            seq,
+            body,
+        })
     }
 }
 
@@ -193,7 +222,13 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips() {
-        for body in [Body::Chat("héllo\tthere".parse().unwrap()), Body::Join, Body::Leave, Body::Quit, Body::Presence] {
+        for body in [
+            Body::Chat("héllo\tthere".parse().unwrap()),
+            Body::Join,
+            Body::Leave,
+            Body::Quit,
+            Body::Presence,
+        ] {
             let p = sample(body);
             assert_eq!(Payload::decode(&p.encode()), Ok(p));
         }
@@ -216,7 +251,10 @@ mod tests {
     fn every_truncation_of_a_payload_is_refused() {
         let bytes = sample(Body::Chat("hello".parse().unwrap())).encode();
         for n in 0..bytes.len() {
-            assert!(Payload::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+            assert!(
+                Payload::decode(&bytes[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
         }
     }
 

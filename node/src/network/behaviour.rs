@@ -90,8 +90,11 @@ fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
         .build()
         .map_err(|e| err(&e))?;
     let mut behaviour =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config).map_err(|e| err(&e))?;
-    behaviour.with_peer_score(peer_score_params(), peer_score_thresholds()).map_err(|e| err(&e))?;
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .map_err(|e| err(&e))?;
+    behaviour
+        .with_peer_score(peer_score_params(), peer_score_thresholds())
+        .map_err(|e| err(&e))?;
     Ok(behaviour)
 }
 
@@ -101,6 +104,8 @@ fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
 fn peer_score_params() -> gossipsub::PeerScoreParams {
     gossipsub::PeerScoreParams {
         ip_colocation_factor_weight: 0.0,
+        // Good behaviour earns little, so it cannot buy room for much bad behaviour.
+        topic_score_cap: 50.0,
         ..Default::default()
     }
 }
@@ -108,11 +113,19 @@ fn peer_score_params() -> gossipsub::PeerScoreParams {
 pub fn topic_score_params() -> gossipsub::TopicScoreParams {
     gossipsub::TopicScoreParams {
         topic_weight: 1.0,
+        // Up to +10 for an hour in the mesh, up to +20 for first deliveries.
+        time_in_mesh_weight: 10.0 / 3600.0,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 3600.0,
+        first_message_deliveries_weight: 0.2,
+        first_message_deliveries_cap: 100.0,
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
-        // Each invalid message costs -10 (squared counter), decaying slowly.
-        invalid_message_deliveries_weight: -10.0,
-        invalid_message_deliveries_decay: 0.9,
+        // n invalid messages cost 20·n²: from the third a peer is graylisted
+        // (below -80: nothing it sends is read) for about 40 s, as the count
+        // decays by 1 % a second and what a graylisted peer sends is not counted.
+        invalid_message_deliveries_weight: -20.0,
+        invalid_message_deliveries_decay: 0.99,
         ..Default::default()
     }
 }

@@ -55,8 +55,15 @@ pub struct Connections {
 impl Connections {
     pub fn established(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr) -> Event {
         let relayed = is_relayed(&addr);
-        let event = Event::PeerConnected { peer_id: peer.to_string(), addr: addr.to_string(), relayed };
-        self.peers.entry(peer).or_default().push(Conn { id, addr, relayed });
+        let event = Event::PeerConnected {
+            peer_id: peer.to_string(),
+            addr: addr.to_string(),
+            relayed,
+        };
+        self.peers
+            .entry(peer)
+            .or_default()
+            .push(Conn { id, addr, relayed });
         event
     }
 
@@ -68,17 +75,28 @@ impl Connections {
             return None;
         }
         self.peers.remove(&peer);
-        Some(Event::PeerDisconnected { peer_id: peer.to_string() })
+        Some(Event::PeerDisconnected {
+            peer_id: peer.to_string(),
+        })
     }
 
-    /// One entry per connected peer, its direct connection preferred.
-    pub fn list(&self) -> Vec<PeerInfo> {
+    /// One entry per connected peer, its direct connection preferred, with
+    /// the score `score_of` gives it.
+    pub fn list(&self, score_of: impl Fn(&PeerId) -> Option<f64>) -> Vec<PeerInfo> {
         let mut peers: Vec<PeerInfo> = self
             .peers
             .iter()
             .filter_map(|(peer, conns)| {
-                let best = conns.iter().find(|c| !c.relayed).or_else(|| conns.first())?;
-                Some(PeerInfo { peer_id: peer.to_string(), addr: best.addr.to_string(), relayed: best.relayed })
+                let best = conns
+                    .iter()
+                    .find(|c| !c.relayed)
+                    .or_else(|| conns.first())?;
+                Some(PeerInfo {
+                    peer_id: peer.to_string(),
+                    addr: best.addr.to_string(),
+                    relayed: best.relayed,
+                    score: score_of(peer),
+                })
             })
             .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -112,7 +130,13 @@ impl Bootstrap {
                 }
                 !own
             })
-            .map(|addr| Entry { addr: addr.clone(), peer: peer_of(addr), dialing: None, next_attempt: now, backoff: FIRST_BACKOFF })
+            .map(|addr| Entry {
+                addr: addr.clone(),
+                peer: peer_of(addr),
+                dialing: None,
+                next_attempt: now,
+                backoff: FIRST_BACKOFF,
+            })
             .collect();
         Self { entries }
     }
@@ -121,7 +145,11 @@ impl Bootstrap {
     pub fn due(&self, now: Instant, connected: impl Fn(&PeerId) -> bool) -> Vec<Multiaddr> {
         self.entries
             .iter()
-            .filter(|e| e.dialing.is_none() && e.next_attempt <= now && !e.peer.as_ref().is_some_and(&connected))
+            .filter(|e| {
+                e.dialing.is_none()
+                    && e.next_attempt <= now
+                    && !e.peer.as_ref().is_some_and(&connected)
+            })
             .map(|e| e.addr.clone())
             .collect()
     }
@@ -143,7 +171,10 @@ impl Bootstrap {
 
     /// Maps a failed connection id back to its entry's address.
     pub fn addr_of(&self, id: ConnectionId) -> Option<Multiaddr> {
-        self.entries.iter().find(|e| e.dialing == Some(id)).map(|e| e.addr.clone())
+        self.entries
+            .iter()
+            .find(|e| e.dialing == Some(id))
+            .map(|e| e.addr.clone())
     }
 
     pub fn established(&mut self, id: ConnectionId, peer: PeerId) {
@@ -168,7 +199,9 @@ mod tests {
     use super::*;
 
     fn addr(peer: PeerId) -> Multiaddr {
-        format!("/ip4/127.0.0.1/udp/1/quic-v1/p2p/{peer}").parse().unwrap()
+        format!("/ip4/127.0.0.1/udp/1/quic-v1/p2p/{peer}")
+            .parse()
+            .unwrap()
     }
 
     #[test]
@@ -183,7 +216,10 @@ mod tests {
         assert!(b.due(now, |_| false).is_empty());
         assert_eq!(b.addr_of(id), Some(a.clone()));
         b.dial_failed(&a, now);
-        assert!(b.due(now + Duration::from_millis(999), |_| false).is_empty());
+        assert!(
+            b.due(now + Duration::from_millis(999), |_| false)
+                .is_empty()
+        );
         assert_eq!(b.due(now + FIRST_BACKOFF, |_| false).len(), 1);
         b.dial_failed(&a, now);
         assert!(b.due(now + FIRST_BACKOFF, |_| false).is_empty());
@@ -215,14 +251,16 @@ mod tests {
     fn peers_prefer_their_direct_connection() {
         let mut c = Connections::default();
         let peer = PeerId::random();
-        let relayed: Multiaddr = format!("/ip4/1.2.3.4/tcp/1/p2p/{}/p2p-circuit", PeerId::random()).parse().unwrap();
+        let relayed: Multiaddr = format!("/ip4/1.2.3.4/tcp/1/p2p/{}/p2p-circuit", PeerId::random())
+            .parse()
+            .unwrap();
         let direct: Multiaddr = "/ip4/5.6.7.8/udp/2/quic-v1".parse().unwrap();
         c.established(peer, ConnectionId::new_unchecked(1), relayed);
-        assert!(c.list()[0].relayed);
+        assert!(c.list(|_| None)[0].relayed);
         c.established(peer, ConnectionId::new_unchecked(2), direct);
-        assert!(!c.list()[0].relayed);
+        assert!(!c.list(|_| None)[0].relayed);
         assert!(c.closed(peer, ConnectionId::new_unchecked(2)).is_none());
         assert!(c.closed(peer, ConnectionId::new_unchecked(1)).is_some());
-        assert!(c.list().is_empty());
+        assert!(c.list(|_| None).is_empty());
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::multiaddr::Protocol;
 use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns};
 use palaver_proto::line::{ChatMessage, Command, Event, Reply};
@@ -26,6 +26,8 @@ const TICK: Duration = Duration::from_millis(250);
 const QUIT_GRACE: Duration = Duration::from_millis(400);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
+/// Most peers remembered as seen by mDNS.
+const MAX_MDNS_SEEN: usize = 1024;
 /// Most `/dial`s waiting for their outcome at once.
 const MAX_PENDING_DIALS: usize = 64;
 
@@ -52,12 +54,15 @@ pub struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     unreported_listeners: HashSet<ListenerId>,
     pending_dials: HashMap<ConnectionId, Responder>,
+    mdns_seen: HashSet<PeerId>,
     shutdown: Option<Shutdown>,
 }
 
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLoop").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("EventLoop")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,6 +89,7 @@ impl EventLoop {
             listen_addrs: Vec::new(),
             unreported_listeners: listeners.into_iter().collect(),
             pending_dials: HashMap::new(),
+            mdns_seen: HashSet::new(),
             shutdown: None,
             swarm,
         }
@@ -92,7 +98,11 @@ impl EventLoop {
     /// Runs until `/quit`, or until every [`super::Client`] is gone.
     pub async fn run(mut self) {
         self.wait_for_listeners().await;
-        let ready = Event::Ready { peer_id: self.local.to_string(), nick: self.nick.clone(), listen: self.listen_addrs_p2p() };
+        let ready = Event::Ready {
+            peer_id: self.local.to_string(),
+            nick: self.nick.clone(),
+            listen: self.listen_addrs_p2p(),
+        };
         self.emit(ready);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,7 +132,9 @@ impl EventLoop {
     }
 
     fn finished(&self) -> bool {
-        self.shutdown.as_ref().is_some_and(|s| Instant::now() >= s.at)
+        self.shutdown
+            .as_ref()
+            .is_some_and(|s| Instant::now() >= s.at)
     }
 
     /// Hands an event to the console without ever waiting for it.
@@ -130,7 +142,10 @@ impl EventLoop {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
             self.dropped_events += 1;
             if self.dropped_events.is_power_of_two() {
-                tracing::warn!(dropped = self.dropped_events, "output is not being read; dropping events");
+                tracing::warn!(
+                    dropped = self.dropped_events,
+                    "output is not being read; dropping events"
+                );
             }
         }
     }
@@ -150,17 +165,38 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(_)) => {}
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
-                self.on_connection_established(peer_id, connection_id, endpoint.get_remote_address().clone())
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => self.on_connection_established(
+                peer_id,
+                connection_id,
+                endpoint.get_remote_address().clone(),
+            ),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                ..
+            } => self.on_connection_closed(peer_id, connection_id, cause.map(|c| c.to_string())),
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => self.on_dial_error(connection_id, error),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => self.on_new_listen_addr(listener_id, address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address)
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
-                self.on_connection_closed(peer_id, connection_id, cause.map(|c| c.to_string()))
-            }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => self.on_dial_error(connection_id, error),
-            SwarmEvent::NewListenAddr { listener_id, address } => self.on_new_listen_addr(listener_id, address),
-            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
             SwarmEvent::ListenerError { error, .. } => tracing::warn!("listener error: {error}"),
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
                 tracing::warn!(?addresses, ?reason, "listener closed");
                 self.listen_addrs.retain(|a| !addresses.contains(a));
             }
@@ -189,7 +225,10 @@ impl EventLoop {
     fn on_dial_error(&mut self, id: ConnectionId, error: DialError) {
         tracing::debug!("dial failed: {error}");
         if let Some(reply) = self.pending_dials.remove(&id) {
-            let _ = reply.send(Reply::error(ErrorCode::DialFailed, truncate(&format!("dial failed: {error}"), 600)));
+            let _ = reply.send(Reply::error(
+                ErrorCode::DialFailed,
+                truncate(&format!("dial failed: {error}"), 600),
+            ));
         }
         if let Some(addr) = self.bootstrap.addr_of(id) {
             tracing::info!(%addr, "bootstrap peer unreachable; will retry: {error}");
@@ -207,38 +246,56 @@ impl EventLoop {
 
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
         match event {
-            gossipsub::Event::Message { propagation_source, message_id, message } => {
-                self.on_gossip_message(propagation_source, message_id, message)
-            }
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => self.on_gossip_message(propagation_source, message_id, message),
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 tracing::debug!(%peer_id, %topic, "peer subscribed");
                 if let Some(room) = room_of(&topic) {
                     self.rooms.on_peer_subscribed(&room, Instant::now());
                 }
             }
-            gossipsub::Event::SlowPeer { peer_id, failed_messages } => {
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
                 tracing::debug!(%peer_id, ?failed_messages, "slow peer");
             }
             other => tracing::trace!(?other, "gossipsub event"),
         }
     }
 
-    fn on_gossip_message(&mut self, from: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+    fn on_gossip_message(
+        &mut self,
+        from: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
         let verdict = self.check(&message);
         let acceptance = match &verdict {
             Ok(_) => gossipsub::MessageAcceptance::Accept,
-            Err(a) => a.clone(),
+            Err(a) => *a,
         };
-        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &from, acceptance);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &from, acceptance);
         if let Ok((author, payload)) = verdict {
-            let events = self.rooms.on_payload(author, hex(&id.0), payload, Instant::now());
+            let events = self
+                .rooms
+                .on_payload(author, hex(&id.0), payload, Instant::now());
             self.emit_all(events);
         }
     }
 
     /// Decides whether a gossip message is forwarded (Accept), dropped
     /// (Ignore) or held against the peer that sent it (Reject).
-    fn check(&self, message: &gossipsub::Message) -> Result<(PeerId, Payload), gossipsub::MessageAcceptance> {
+    fn check(
+        &self,
+        message: &gossipsub::Message,
+    ) -> Result<(PeerId, Payload), gossipsub::MessageAcceptance> {
         use gossipsub::MessageAcceptance::{Ignore, Reject};
         let (Some(author), Some(room)) = (message.source, room_of(&message.topic)) else {
             return Err(Reject);
@@ -258,14 +315,26 @@ impl EventLoop {
     }
 
     fn on_mdns(&mut self, event: mdns::Event) {
-        let mdns::Event::Discovered(found) = event else { return };
+        let mdns::Event::Discovered(found) = event else {
+            return;
+        };
         let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         for (peer, addr) in found {
             if peer != self.local && !self.swarm.is_connected(&peer) {
                 by_peer.entry(peer).or_default().push(addr);
             }
         }
-        for (peer, addrs) in by_peer {
+        for (peer, mut addrs) in by_peer {
+            // Both sides discover each other; the smaller peer id dials, the
+            // other only if a later announcement finds them still apart.
+            let first_sighting = self.mdns_seen.insert(peer);
+            if self.mdns_seen.len() > MAX_MDNS_SEEN {
+                self.mdns_seen.clear();
+            }
+            if first_sighting && self.local > peer {
+                continue;
+            }
+            addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::QuicV1)));
             tracing::info!(%peer, "found on the local network");
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                 .addresses(addrs)
@@ -334,24 +403,42 @@ impl EventLoop {
             Command::Nick(nick) => Ok(self.set_nick(nick)),
             Command::Join(room) => self.join(room),
             Command::Leave(room) => self.joined_or_current(room).and_then(|r| self.leave(r)),
-            Command::Send { room, text } => self.joined_or_current(room).and_then(|r| self.send(r, text)),
-            Command::Rooms => Ok(Reply::Rooms { rooms: self.rooms.joined().cloned().collect() }),
+            Command::Send { room, text } => self
+                .joined_or_current(room)
+                .and_then(|r| self.send(r, text)),
+            Command::Rooms => Ok(Reply::Rooms {
+                rooms: self.rooms.joined().cloned().collect(),
+            }),
             Command::Who(room) => self.joined_or_current(room).map(|room| {
                 let members = self.rooms.who(&room, &self.nick).unwrap_or_default();
                 Reply::Who { room, members }
             }),
-            Command::Peers => Ok(Reply::Peers { peers: self.connections.list() }),
+            Command::Peers => {
+                let gossipsub = &self.swarm.behaviour().gossipsub;
+                Ok(Reply::Peers {
+                    peers: self.connections.list(|p| gossipsub.peer_score(p)),
+                })
+            }
             Command::History { room, limit } => {
-                let messages = self.rooms.history(&room, usize::from(limit)).unwrap_or_default();
+                let messages = self
+                    .rooms
+                    .history(&room, usize::from(limit))
+                    .unwrap_or_default();
                 Ok(Reply::History { room, messages })
             }
             Command::Id => Ok(Reply::Id {
                 peer_id: self.local.to_string(),
                 nick: self.nick.clone(),
                 listen: self.listen_addrs_p2p(),
-                external: self.swarm.external_addresses().map(|a| self.with_p2p(a).to_string()).collect(),
+                external: self
+                    .swarm
+                    .external_addresses()
+                    .map(|a| self.with_p2p(a).to_string())
+                    .collect(),
             }),
-            Command::Dial(_) | Command::Quit => Err(Reply::error(ErrorCode::Internal, "handled elsewhere")),
+            Command::Dial(_) | Command::Quit => {
+                Err(Reply::error(ErrorCode::Internal, "handled elsewhere"))
+            }
         };
         result.unwrap_or_else(|e| e)
     }
@@ -359,8 +446,14 @@ impl EventLoop {
     fn joined_or_current(&self, room: Option<RoomName>) -> Result<RoomName, Reply> {
         match room.or_else(|| self.rooms.current().cloned()) {
             Some(room) if self.rooms.is_joined(&room) => Ok(room),
-            Some(room) => Err(Reply::error(ErrorCode::NotJoined, format!("not in room {room}; /join {room} first"))),
-            None => Err(Reply::error(ErrorCode::NoCurrentRoom, "no current room; /join ROOM first")),
+            Some(room) => Err(Reply::error(
+                ErrorCode::NotJoined,
+                format!("not in room {room}; /join {room} first"),
+            )),
+            None => Err(Reply::error(
+                ErrorCode::NoCurrentRoom,
+                "no current room; /join ROOM first",
+            )),
         }
     }
 
@@ -375,7 +468,9 @@ impl EventLoop {
 
     fn join(&mut self, room: RoomName) -> Result<Reply, Reply> {
         match self.rooms.join(room.clone(), Instant::now()) {
-            Err(e @ JoinError::TooManyRooms) => return Err(Reply::error(ErrorCode::TooManyRooms, e.to_string())),
+            Err(e @ JoinError::TooManyRooms) => {
+                return Err(Reply::error(ErrorCode::TooManyRooms, e.to_string()));
+            }
             Ok(false) => return Ok(Reply::ok("join")),
             Ok(true) => {}
         }
@@ -383,7 +478,10 @@ impl EventLoop {
         let subscribed = gossipsub.subscribe(&topic(&room));
         if let Err(e) = subscribed {
             self.rooms.leave(&room);
-            return Err(Reply::error(ErrorCode::Internal, format!("cannot subscribe to {room}: {e}")));
+            return Err(Reply::error(
+                ErrorCode::Internal,
+                format!("cannot subscribe to {room}: {e}"),
+            ));
         }
         if let Err(e) = gossipsub.set_topic_params(topic(&room), behaviour::topic_score_params()) {
             tracing::warn!("cannot score room {room}: {e}");
@@ -394,7 +492,10 @@ impl EventLoop {
 
     fn leave(&mut self, room: RoomName) -> Result<Reply, Reply> {
         let _ = self.publish(&room, Body::Leave);
-        self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic(&room));
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .unsubscribe(&topic(&room));
         self.rooms.leave(&room);
         Ok(Reply::ok("leave"))
     }
@@ -405,14 +506,26 @@ impl EventLoop {
             .publish(&room, body)
             .map_err(|e| Reply::error(ErrorCode::Internal, format!("cannot send: {e}")))?;
         let from = self.local.to_string();
-        self.rooms.record_own(ChatMessage { room: room.clone(), id: id.clone(), from, nick: self.nick.clone(), text, ts, replay: false });
+        self.rooms.record_own(ChatMessage {
+            room: room.clone(),
+            id: id.clone(),
+            from,
+            nick: self.nick.clone(),
+            text,
+            ts,
+            replay: false,
+        });
         Ok(Reply::Sent { room, id, peers })
     }
 
     /// Publishes this node's next payload in `room`. Returns its id, how many
     /// connected peers are in the room, and its timestamp. Nobody to send to
     /// is not an error: the payload simply reaches no one (peers 0).
-    fn publish(&mut self, room: &RoomName, body: Body) -> Result<(String, usize, u64), gossipsub::PublishError> {
+    fn publish(
+        &mut self,
+        room: &RoomName,
+        body: Body,
+    ) -> Result<(String, usize, u64), gossipsub::PublishError> {
         let Some(payload) = self.rooms.outgoing(room, &self.nick, body, unix_ms()) else {
             return Err(gossipsub::PublishError::NoPeersSubscribedToTopic);
         };
@@ -420,7 +533,10 @@ impl EventLoop {
         let id = hex(&message_id(Some(&self.local), &data).0);
         let topic = topic(room);
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        let peers = gossipsub.all_peers().filter(|(_, topics)| topics.contains(&&topic.hash())).count();
+        let peers = gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&topic.hash()))
+            .count();
         match gossipsub.publish(topic, data) {
             Ok(_) => {
                 self.rooms.published(room, Instant::now());
@@ -459,14 +575,23 @@ impl EventLoop {
     }
 
     fn check_dial(&self, addr: &str) -> Result<Multiaddr, (ErrorCode, String)> {
-        let addr: Multiaddr = addr
-            .parse()
-            .map_err(|e| (ErrorCode::BadMultiaddr, format!("{:?} is not a multiaddr: {e}", truncate(addr, 200))))?;
+        let addr: Multiaddr = addr.parse().map_err(|e| {
+            (
+                ErrorCode::BadMultiaddr,
+                format!("{:?} is not a multiaddr: {e}", truncate(addr, 200)),
+            )
+        })?;
         if peer_of(&addr) == Some(self.local) {
-            return Err((ErrorCode::BadMultiaddr, "that is this node's own address".to_owned()));
+            return Err((
+                ErrorCode::BadMultiaddr,
+                "that is this node's own address".to_owned(),
+            ));
         }
         if self.pending_dials.len() >= MAX_PENDING_DIALS {
-            return Err((ErrorCode::DialFailed, format!("{MAX_PENDING_DIALS} dials are already under way")));
+            return Err((
+                ErrorCode::DialFailed,
+                format!("{MAX_PENDING_DIALS} dials are already under way"),
+            ));
         }
         Ok(addr)
     }
@@ -481,20 +606,36 @@ impl EventLoop {
         let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
         let mut announced = false;
         for room in &rooms {
-            announced |= self.publish(room, Body::Quit).is_ok_and(|(_, peers, _)| peers > 0);
+            announced |= self
+                .publish(room, Body::Quit)
+                .is_ok_and(|(_, peers, _)| peers > 0);
         }
-        let grace = if announced { QUIT_GRACE } else { Duration::ZERO };
-        self.shutdown = Some(Shutdown { at: Instant::now() + grace, reply });
+        let grace = if announced {
+            QUIT_GRACE
+        } else {
+            Duration::ZERO
+        };
+        self.shutdown = Some(Shutdown {
+            at: Instant::now() + grace,
+            reply,
+        });
     }
 
     // ---- helpers ----
 
     fn with_p2p(&self, addr: &Multiaddr) -> Multiaddr {
-        if peer_of(addr).is_some() { addr.clone() } else { addr.clone().with(Protocol::P2p(self.local)) }
+        if peer_of(addr).is_some() {
+            addr.clone()
+        } else {
+            addr.clone().with(Protocol::P2p(self.local))
+        }
     }
 
     fn listen_addrs_p2p(&self) -> Vec<String> {
-        self.listen_addrs.iter().map(|a| self.with_p2p(a).to_string()).collect()
+        self.listen_addrs
+            .iter()
+            .map(|a| self.with_p2p(a).to_string())
+            .collect()
     }
 }
 

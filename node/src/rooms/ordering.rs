@@ -22,7 +22,11 @@ pub struct AuthorOrder<T> {
 impl<T> AuthorOrder<T> {
     /// Starts tracking at the first payload seen from an author.
     pub fn new(session: u64, seq: u64) -> Self {
-        Self { session, next_seq: seq, held: BTreeMap::new() }
+        Self {
+            session,
+            next_seq: seq,
+            held: BTreeMap::new(),
+        }
     }
 
     /// Takes a payload; returns those now in order to process, in order.
@@ -56,7 +60,11 @@ impl<T> AuthorOrder<T> {
     /// Releases what waited longer than [`GAP_WAIT`], and what follows it.
     pub fn expire(&mut self, now: Instant) -> Vec<T> {
         let mut out = Vec::new();
-        while self.held.first_key_value().is_some_and(|(_, (deadline, _))| *deadline <= now) {
+        while self
+            .held
+            .first_key_value()
+            .is_some_and(|(_, (deadline, _))| *deadline <= now)
+        {
             self.skip_gap(&mut out);
         }
         out

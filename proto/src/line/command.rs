@@ -66,14 +66,24 @@ pub fn parse_line(bytes: &[u8]) -> Result<Command, LineError> {
     if bytes.len() > MAX_LINE_BYTES {
         return Err(LineError::new(
             ErrorCode::LineTooLong,
-            format!("line is {} bytes long; the limit is {MAX_LINE_BYTES}", bytes.len()),
+            format!(
+                "line is {} bytes long; the limit is {MAX_LINE_BYTES}",
+                bytes.len()
+            ),
         ));
     }
     if bytes.contains(&0) {
-        return Err(LineError::new(ErrorCode::NulByte, "line contains a NUL byte"));
+        return Err(LineError::new(
+            ErrorCode::NulByte,
+            "line contains a NUL byte",
+        ));
     }
-    let line = std::str::from_utf8(bytes)
-        .map_err(|e| LineError::new(ErrorCode::InvalidUtf8, format!("line is not valid UTF-8 ({e})")))?;
+    let line = std::str::from_utf8(bytes).map_err(|e| {
+        LineError::new(
+            ErrorCode::InvalidUtf8,
+            format!("line is not valid UTF-8 ({e})"),
+        )
+    })?;
     line.parse()
 }
 
@@ -88,16 +98,25 @@ impl FromStr for Command {
             ));
         }
         let Some(rest) = line.strip_prefix('/') else {
-            return Ok(Command::Send { room: None, text: text(line)? });
+            return Ok(Command::Send {
+                room: None,
+                text: text(line)?,
+            });
         };
         if rest.starts_with('/') {
-            return Ok(Command::Send { room: None, text: text(rest)? });
+            return Ok(Command::Send {
+                room: None,
+                text: text(rest)?,
+            });
         }
         let (name, args) = match rest.split_once(char::is_whitespace) {
             Some((name, args)) => (name, args.trim()),
             None => (rest, ""),
         };
-        let args = Args { cmd: name, rest: args };
+        let args = Args {
+            cmd: name,
+            rest: args,
+        };
         let command = match name {
             "nick" => Command::Nick(args.all("NAME", nick)?),
             "join" => Command::Join(args.one("ROOM", room)?),
@@ -105,7 +124,10 @@ impl FromStr for Command {
             "send" => {
                 let (room_arg, text_arg) = args.split("ROOM")?;
                 let text_arg = text_arg.ok_or_else(|| args.missing("TEXT"))?;
-                Command::Send { room: Some(room(room_arg)?), text: text(text_arg)? }
+                Command::Send {
+                    room: Some(room(room_arg)?),
+                    text: text(text_arg)?,
+                }
             }
             "rooms" => args.none(Command::Rooms)?,
             "who" => Command::Who(args.optional(room)?),
@@ -116,7 +138,10 @@ impl FromStr for Command {
                     None => DEFAULT_HISTORY,
                     Some(n) => count(n)?,
                 };
-                Command::History { room: room(room_arg)?, limit }
+                Command::History {
+                    room: room(room_arg)?,
+                    limit,
+                }
             }
             "dial" => Command::Dial(args.one("MULTIADDR", |s| Ok(s.to_owned()))?),
             "id" => args.none(Command::Id)?,
@@ -143,25 +168,47 @@ struct Args<'a> {
 
 impl<'a> Args<'a> {
     fn missing(&self, what: &str) -> LineError {
-        LineError::new(ErrorCode::MissingArgument, format!("/{} needs {what}", self.cmd))
+        LineError::new(
+            ErrorCode::MissingArgument,
+            format!("/{} needs {what}", self.cmd),
+        )
     }
 
     fn unexpected(&self) -> LineError {
-        LineError::new(ErrorCode::UnexpectedArgument, format!("/{} takes no more arguments", self.cmd))
+        LineError::new(
+            ErrorCode::UnexpectedArgument,
+            format!("/{} takes no more arguments", self.cmd),
+        )
     }
 
     /// No arguments at all.
     fn none(&self, command: Command) -> Result<Command, LineError> {
-        if self.rest.is_empty() { Ok(command) } else { Err(self.unexpected()) }
+        if self.rest.is_empty() {
+            Ok(command)
+        } else {
+            Err(self.unexpected())
+        }
     }
 
     /// The whole rest of the line as one argument.
-    fn all<T>(&self, what: &str, parse: impl Fn(&str) -> Result<T, LineError>) -> Result<T, LineError> {
-        if self.rest.is_empty() { Err(self.missing(what)) } else { parse(self.rest) }
+    fn all<T>(
+        &self,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, LineError>,
+    ) -> Result<T, LineError> {
+        if self.rest.is_empty() {
+            Err(self.missing(what))
+        } else {
+            parse(self.rest)
+        }
     }
 
     /// Exactly one word.
-    fn one<T>(&self, what: &str, parse: impl Fn(&str) -> Result<T, LineError>) -> Result<T, LineError> {
+    fn one<T>(
+        &self,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, LineError>,
+    ) -> Result<T, LineError> {
         match self.split(what)? {
             (word, None) => parse(word),
             (_, Some(_)) => Err(self.unexpected()),
@@ -169,7 +216,10 @@ impl<'a> Args<'a> {
     }
 
     /// Zero or one word.
-    fn optional<T>(&self, parse: impl Fn(&str) -> Result<T, LineError>) -> Result<Option<T>, LineError> {
+    fn optional<T>(
+        &self,
+        parse: impl Fn(&str) -> Result<T, LineError>,
+    ) -> Result<Option<T>, LineError> {
         if self.rest.is_empty() {
             return Ok(None);
         }
@@ -192,7 +242,10 @@ fn room(s: &str) -> Result<RoomName, LineError> {
     s.parse().map_err(|e: NameError| {
         LineError::new(
             ErrorCode::BadRoom,
-            format!("room name {:?} {e}; use 1-64 of A-Z a-z 0-9 . _ -", truncate(s, 80)),
+            format!(
+                "room name {:?} {e}; use 1-64 of A-Z a-z 0-9 . _ -",
+                truncate(s, 80)
+            ),
         )
     })
 }
@@ -201,7 +254,10 @@ fn nick(s: &str) -> Result<Nick, LineError> {
     s.parse().map_err(|e: NameError| {
         LineError::new(
             ErrorCode::BadNick,
-            format!("nick {:?} {e}; use 1-32 characters without control characters", truncate(s, 80)),
+            format!(
+                "nick {:?} {e}; use 1-32 characters without control characters",
+                truncate(s, 80)
+            ),
         )
     })
 }
@@ -221,7 +277,10 @@ fn count(s: &str) -> Result<u16, LineError> {
         Ok(n) if (1..=MAX_HISTORY).contains(&n) => Ok(n),
         _ => Err(LineError::new(
             ErrorCode::BadCount,
-            format!("count {:?} is not a number from 1 to {MAX_HISTORY}", truncate(s, 32)),
+            format!(
+                "count {:?} is not a number from 1 to {MAX_HISTORY}",
+                truncate(s, 32)
+            ),
         )),
     }
 }
@@ -242,8 +301,13 @@ impl fmt::Display for Command {
             Self::Join(r) => write!(f, "/join {r}"),
             Self::Leave(None) => write!(f, "/leave"),
             Self::Leave(Some(r)) => write!(f, "/leave {r}"),
-            Self::Send { room: Some(r), text } => write!(f, "/send {r} {text}"),
-            Self::Send { room: None, text } if text.as_str().starts_with('/') => write!(f, "/{text}"),
+            Self::Send {
+                room: Some(r),
+                text,
+            } => write!(f, "/send {r} {text}"),
+            Self::Send { room: None, text } if text.as_str().starts_with('/') => {
+                write!(f, "/{text}")
+            }
             Self::Send { room: None, text } => write!(f, "{text}"),
             Self::Rooms => write!(f, "/rooms"),
             Self::Who(None) => write!(f, "/who"),
@@ -271,7 +335,10 @@ mod tests {
     #[test]
     fn every_documented_command_parses() {
         let r = |s: &str| s.parse::<RoomName>().ok();
-        assert_eq!("/join lobby".parse(), Ok(Command::Join("lobby".parse().unwrap())));
+        assert_eq!(
+            "/join lobby".parse(),
+            Ok(Command::Join("lobby".parse().unwrap()))
+        );
         assert_eq!("/leave".parse(), Ok(Command::Leave(None)));
         assert_eq!("/leave x".parse(), Ok(Command::Leave(r("x"))));
         assert_eq!("/who".parse(), Ok(Command::Who(None)));
@@ -279,14 +346,23 @@ mod tests {
         assert_eq!("/peers".parse::<Command>().unwrap(), Command::Peers);
         assert_eq!("/id".parse::<Command>().unwrap(), Command::Id);
         assert_eq!("/quit".parse::<Command>().unwrap(), Command::Quit);
-        assert_eq!("/nick Alice Smith".parse::<Command>().unwrap(), Command::Nick("Alice Smith".parse().unwrap()));
+        assert_eq!(
+            "/nick Alice Smith".parse::<Command>().unwrap(),
+            Command::Nick("Alice Smith".parse().unwrap())
+        );
         assert_eq!(
             "/history lobby".parse::<Command>().unwrap(),
-            Command::History { room: "lobby".parse().unwrap(), limit: DEFAULT_HISTORY }
+            Command::History {
+                room: "lobby".parse().unwrap(),
+                limit: DEFAULT_HISTORY
+            }
         );
         assert_eq!(
             "/history lobby 1000".parse::<Command>().unwrap(),
-            Command::History { room: "lobby".parse().unwrap(), limit: 1000 }
+            Command::History {
+                room: "lobby".parse().unwrap(),
+                limit: 1000
+            }
         );
         assert_eq!(
             "/dial /ip4/127.0.0.1/tcp/1".parse::<Command>().unwrap(),
@@ -298,7 +374,10 @@ mod tests {
     fn send_keeps_the_text_after_the_room_intact() {
         assert_eq!(
             "/send lobby  hello   world ".parse::<Command>().unwrap(),
-            Command::Send { room: "lobby".parse().ok(), text: "hello   world".parse().unwrap() }
+            Command::Send {
+                room: "lobby".parse().ok(),
+                text: "hello   world".parse().unwrap()
+            }
         );
     }
 
@@ -306,11 +385,17 @@ mod tests {
     fn plain_text_goes_to_the_current_room_and_a_double_slash_escapes() {
         assert_eq!(
             "hi there".parse::<Command>().unwrap(),
-            Command::Send { room: None, text: "hi there".parse().unwrap() }
+            Command::Send {
+                room: None,
+                text: "hi there".parse().unwrap()
+            }
         );
         assert_eq!(
             "//join is a command".parse::<Command>().unwrap(),
-            Command::Send { room: None, text: "/join is a command".parse().unwrap() }
+            Command::Send {
+                room: None,
+                text: "/join is a command".parse().unwrap()
+            }
         );
     }
 
@@ -323,7 +408,10 @@ mod tests {
         assert_eq!(code("/join a b"), ErrorCode::UnexpectedArgument);
         assert_eq!(code("/join bad/room"), ErrorCode::BadRoom);
         assert_eq!(code("/nick"), ErrorCode::MissingArgument);
-        assert_eq!(code(&format!("/nick {}", "n".repeat(33))), ErrorCode::BadNick);
+        assert_eq!(
+            code(&format!("/nick {}", "n".repeat(33))),
+            ErrorCode::BadNick
+        );
         assert_eq!(code("/send lobby"), ErrorCode::MissingArgument);
         assert_eq!(code(&"x".repeat(4097)), ErrorCode::TextTooLong);
         assert_eq!(code("a\u{7}b"), ErrorCode::BadText);
@@ -345,13 +433,24 @@ mod tests {
 
     #[test]
     fn error_messages_do_not_echo_huge_input() {
-        let e = format!("/join {}", "é".repeat(5000)).parse::<Command>().unwrap_err();
+        let e = format!("/join {}", "é".repeat(5000))
+            .parse::<Command>()
+            .unwrap_err();
         assert!(e.message.len() < 400, "{}", e.message);
     }
 
     #[test]
     fn display_gives_back_a_line_that_parses_to_the_same_command() {
-        for line in ["/join a", "/leave", "/send a b c", "hello", "//slash", "/history a 5", "/who b", "/nick Bo B"] {
+        for line in [
+            "/join a",
+            "/leave",
+            "/send a b c",
+            "hello",
+            "//slash",
+            "/history a 5",
+            "/who b",
+            "/nick Bo B",
+        ] {
             let c: Command = line.parse().unwrap();
             assert_eq!(c.to_string().parse::<Command>().unwrap(), c, "{line}");
         }

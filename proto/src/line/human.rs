@@ -9,7 +9,12 @@ use super::{ChatMessage, Event, LeaveReason, Reply};
 /// `HH:MM:SS` (UTC) of a unix-milliseconds timestamp.
 fn clock(ts_ms: u64) -> String {
     let secs = (ts_ms / 1000) % 86_400;
-    format!("{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// The first characters of a peer id, enough to tell people apart.
@@ -20,7 +25,13 @@ fn short(peer_id: &str) -> &str {
 
 fn message_line(m: &ChatMessage) -> String {
     let replay = if m.replay { " (missed)" } else { "" };
-    format!("{} [{}] <{}> {}{replay}", clock(m.ts), m.room, m.nick, m.text)
+    format!(
+        "{} [{}] <{}> {}{replay}",
+        clock(m.ts),
+        m.room,
+        m.nick,
+        m.text
+    )
 }
 
 /// One or more lines for a person, without the final newline.
@@ -56,7 +67,12 @@ pub fn reply(r: &Reply) -> String {
             }
             out
         }
-        Reply::Id { peer_id, nick, listen, external } => {
+        Reply::Id {
+            peer_id,
+            nick,
+            listen,
+            external,
+        } => {
             let mut out = format!("you are {nick}, peer id {peer_id}");
             for a in listen {
                 let _ = write!(out, "\n  listening on {a}");
@@ -73,7 +89,11 @@ pub fn reply(r: &Reply) -> String {
 /// One or more lines for a person, without the final newline.
 pub fn event(e: &Event) -> String {
     match e {
-        Event::Ready { peer_id, nick, listen } => {
+        Event::Ready {
+            peer_id,
+            nick,
+            listen,
+        } => {
             let mut out = format!("you are {nick}, peer id {peer_id}");
             for a in listen {
                 let _ = write!(out, "\n  listening on {a}");
@@ -82,10 +102,19 @@ pub fn event(e: &Event) -> String {
             out
         }
         Event::Message(m) => message_line(m),
-        Event::Joined { room, peer_id, nick } => {
+        Event::Joined {
+            room,
+            peer_id,
+            nick,
+        } => {
             format!("* {nick} ({}) joined {room}", short(peer_id))
         }
-        Event::Left { room, peer_id, nick, reason } => {
+        Event::Left {
+            room,
+            peer_id,
+            nick,
+            reason,
+        } => {
             let how = match reason {
                 LeaveReason::Left => "left",
                 LeaveReason::Quit => "quit",
@@ -93,7 +122,11 @@ pub fn event(e: &Event) -> String {
             };
             format!("* {nick} ({}) {how} {room}", short(peer_id))
         }
-        Event::PeerConnected { peer_id, addr, relayed } => {
+        Event::PeerConnected {
+            peer_id,
+            addr,
+            relayed,
+        } => {
             let how = if *relayed { "relayed" } else { "direct" };
             format!("* connected to {} at {addr} ({how})", short(peer_id))
         }

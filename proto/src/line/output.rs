@@ -31,11 +31,14 @@ pub struct Member {
 }
 
 /// A connected peer, as `/peers` lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub addr: String,
     pub relayed: bool,
+    /// This node's gossipsub score of the peer (below -80 its messages are
+    /// ignored); null when the peer speaks no gossipsub.
+    pub score: Option<f64>,
 }
 
 /// Why a member is no longer in a room.
@@ -51,26 +54,55 @@ pub enum LeaveReason {
 }
 
 /// The one response to one command line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Reply {
-    Ok { cmd: String },
-    Sent { room: RoomName, id: String, peers: usize },
-    Rooms { rooms: Vec<RoomName> },
-    Who { room: RoomName, members: Vec<Member> },
-    Peers { peers: Vec<PeerInfo> },
-    History { room: RoomName, messages: Vec<ChatMessage> },
-    Id { peer_id: String, nick: Nick, listen: Vec<String>, external: Vec<String> },
-    Error { code: ErrorCode, message: String },
+    Ok {
+        cmd: String,
+    },
+    Sent {
+        room: RoomName,
+        id: String,
+        peers: usize,
+    },
+    Rooms {
+        rooms: Vec<RoomName>,
+    },
+    Who {
+        room: RoomName,
+        members: Vec<Member>,
+    },
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
+    History {
+        room: RoomName,
+        messages: Vec<ChatMessage>,
+    },
+    Id {
+        peer_id: String,
+        nick: Nick,
+        listen: Vec<String>,
+        external: Vec<String>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Reply {
     pub fn ok(cmd: &str) -> Self {
-        Self::Ok { cmd: cmd.to_owned() }
+        Self::Ok {
+            cmd: cmd.to_owned(),
+        }
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { code, message: message.into() }
+        Self::Error {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -79,12 +111,31 @@ impl Reply {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The first line a node prints.
-    Ready { peer_id: String, nick: Nick, listen: Vec<String> },
+    Ready {
+        peer_id: String,
+        nick: Nick,
+        listen: Vec<String>,
+    },
     Message(ChatMessage),
-    Joined { room: RoomName, peer_id: String, nick: Nick },
-    Left { room: RoomName, peer_id: String, nick: Nick, reason: LeaveReason },
-    PeerConnected { peer_id: String, addr: String, relayed: bool },
-    PeerDisconnected { peer_id: String },
+    Joined {
+        room: RoomName,
+        peer_id: String,
+        nick: Nick,
+    },
+    Left {
+        room: RoomName,
+        peer_id: String,
+        nick: Nick,
+        reason: LeaveReason,
+    },
+    PeerConnected {
+        peer_id: String,
+        addr: String,
+        relayed: bool,
+    },
+    PeerDisconnected {
+        peer_id: String,
+    },
 }
 
 #[cfg(test)]
@@ -94,7 +145,11 @@ mod tests {
 
     #[test]
     fn replies_and_events_serialize_with_an_event_tag() {
-        let sent = Reply::Sent { room: "lobby".parse().unwrap(), id: "ab".into(), peers: 2 };
+        let sent = Reply::Sent {
+            room: "lobby".parse().unwrap(),
+            id: "ab".into(),
+            peers: 2,
+        };
         assert_eq!(
             serde_json::to_value(&sent).unwrap(),
             json!({"event": "sent", "room": "lobby", "id": "ab", "peers": 2})

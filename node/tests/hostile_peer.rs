@@ -1,0 +1,213 @@
+//! Peers that publish garbage, unsigned or oversized gossip into a room are
+//! refused and scored down; the node keeps delivering honest messages.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+#[path = "support/node_process.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, SwarmBuilder};
+use palaver_proto::wire::{Body, Payload};
+use support::{Node, PROMPT};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+const TOPIC: &str = "palaver/1/room/lobby";
+
+/// A bare gossipsub peer, driven on the runtime, that publishes whatever bytes
+/// it is given into the lobby topic, with no checks of its own.
+struct RawPeer {
+    id: PeerId,
+    publish: mpsc::UnboundedSender<Vec<u8>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawPeer {
+    /// Connects to `node` at `addr`; returns once the node's subscription to the lobby is seen.
+    fn join(rt: &Runtime, signed: bool, addr: &str, node: &str) -> RawPeer {
+        let node: PeerId = node.parse().unwrap();
+        let _guard = rt.enter();
+        let mut swarm = SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|key| {
+                let config = gossipsub::ConfigBuilder::default()
+                    .max_transmit_size(1 << 20)
+                    .validation_mode(gossipsub::ValidationMode::None)
+                    .build()
+                    .unwrap();
+                let authenticity = if signed {
+                    MessageAuthenticity::Signed(key.clone())
+                } else {
+                    MessageAuthenticity::Anonymous
+                };
+                gossipsub::Behaviour::<
+                    gossipsub::IdentityTransform,
+                    gossipsub::AllowAllSubscriptionFilter,
+                >::new(authenticity, config)
+                .unwrap()
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let topic = IdentTopic::new(TOPIC);
+        swarm.behaviour_mut().subscribe(&topic).unwrap();
+        swarm.dial(addr.parse::<Multiaddr>().unwrap()).unwrap();
+        let id = *swarm.local_peer_id();
+        let (publish, mut to_publish) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+        let task = rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(data) = to_publish.recv() => {
+                        if let Err(e) = swarm.behaviour_mut().publish(topic.clone(), data) {
+                            panic!("raw peer cannot publish: {e}");
+                        }
+                    }
+                    event = swarm.select_next_some() => {
+                        if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { peer_id, .. }) = event
+                            && peer_id == node {
+                                let _ = subscribed_tx.send(());
+                            }
+                    }
+                }
+            }
+        });
+        subscribed
+            .recv_timeout(PROMPT)
+            .expect("the node's subscription reaches the raw peer");
+        RawPeer { id, publish, task }
+    }
+
+    fn publish(&self, data: Vec<u8>) {
+        self.publish.send(data).unwrap();
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn chat(text: &str, seq: u64) -> Vec<u8> {
+    Payload {
+        room: "lobby".parse().unwrap(),
+        nick: "raw".parse().unwrap(),
+        ts: 1,
+        session: 1,
+        seq,
+        body: Body::Chat(text.parse().unwrap()),
+    }
+    .encode()
+}
+
+/// The node's score of `peer`, as `/peers` reports it.
+fn score(node: &mut Node, peer: &PeerId) -> Option<f64> {
+    let peers = node.command("/peers");
+    peers["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["peer_id"] == peer.to_string())?["score"]
+        .as_f64()
+}
+
+/// Asks until the node scores `peer` below `threshold`. Each ask is one
+/// command round trip; the deadline only bounds a failing test.
+fn wait_for_score_below(node: &mut Node, peer: &PeerId, threshold: f64) {
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        match score(node, peer) {
+            Some(s) if s < threshold => return,
+            s => assert!(Instant::now() < deadline, "score of {peer} stayed at {s:?}"),
+        }
+    }
+}
+
+#[test]
+fn garbage_unsigned_and_oversized_gossip_is_refused_and_the_node_keeps_delivering() {
+    let rt = Runtime::new().unwrap();
+    let mut a = Node::start("hostile", "a", &[]);
+    let mut b = Node::start("hostile", "b", &["--bootstrap", &a.addr("quic-v1")]);
+    for n in [&mut a, &mut b] {
+        assert_eq!(n.command("/join lobby")["event"], "ok");
+    }
+    a.wait_joined("lobby", &b.peer_id.clone());
+    let quic = a.addr("quic-v1");
+
+    // Victor is a well-behaved raw peer: the control that such a peer is heard.
+    let victor = RawPeer::join(&rt, true, &quic, &a.peer_id);
+    victor.publish(chat("victor is heard", 0));
+    a.wait_for("victor's message", PROMPT, |v| {
+        v["event"] == "message" && v["text"] == "victor is heard"
+    });
+    assert!(score(&mut a, &victor.id).unwrap() >= 0.0);
+
+    // Mallory signs her messages, but they are garbage or name another room.
+    let mallory = RawPeer::join(&rt, true, &quic, &a.peer_id);
+    let mut other_room = Payload::decode(&chat("wrong room", 0)).unwrap();
+    other_room.room = "elsewhere".parse().unwrap();
+    for garbage in [
+        b"\x01garbage".to_vec(),
+        vec![1; 64],
+        other_room.encode(),
+        [chat("trailing", 3), vec![0]].concat(),
+    ] {
+        mallory.publish(garbage);
+    }
+    // The node scores her down until it ignores her…
+    wait_for_score_below(&mut a, &mallory.id, -80.0);
+    // …so that not even a well-formed message is taken from her now.
+    mallory.publish(chat("mallory after garbage", 1));
+
+    // Oscar sends a message far over the size limit; Trudy does not sign at all.
+    let oscar = RawPeer::join(&rt, true, &quic, &a.peer_id);
+    oscar.publish(vec![b'x'; 200_000]);
+    let trudy = RawPeer::join(&rt, false, &quic, &a.peer_id);
+    trudy.publish(chat("unsigned", 0));
+
+    // Honest traffic still flows both ways, several rounds after the attacks.
+    for i in 0..5 {
+        assert_eq!(
+            b.command(&format!("/send lobby honest {i}"))["event"],
+            "sent"
+        );
+        a.wait_for("honest message", PROMPT, |v| {
+            v["event"] == "message" && v["text"] == format!("honest {i}")
+        });
+        assert_eq!(
+            a.command(&format!("/send lobby reply {i}"))["event"],
+            "sent"
+        );
+        b.wait_for("reply", PROMPT, |v| {
+            v["event"] == "message" && v["text"] == format!("reply {i}")
+        });
+    }
+    a.drain();
+    let texts: Vec<&str> = a
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "message")
+        .filter_map(|v| v["text"].as_str())
+        .collect();
+    assert_eq!(texts[0], "victor is heard");
+    assert_eq!(
+        texts[1..],
+        ["honest 0", "honest 1", "honest 2", "honest 3", "honest 4"],
+        "only honest messages"
+    );
+    b.drain();
+    assert!(!b.seen.iter().any(|v| v["event"] == "message"
+        && ["mallory after garbage", "unsigned"].contains(&v["text"].as_str().unwrap_or(""))));
+    drop((victor, mallory, oscar, trudy));
+}
