@@ -67,9 +67,26 @@ impl Node {
 
     /// Starts the node binary with exactly these arguments (plus `--data-dir`).
     pub fn spawn(name: &str, data_dir: PathBuf, args: &[&str]) -> Node {
+        Self::spawn_with(name, data_dir, &[], args)
+    }
+
+    /// Like [`Node::spawn`], run through `prefix` (e.g. `ip netns exec NS`).
+    pub fn spawn_with(name: &str, data_dir: PathBuf, prefix: &[&str], args: &[&str]) -> Node {
         let stderr = std::fs::File::create(data_dir.with_extension("stderr")).expect("stderr file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
-            .args(args)
+        let node = env!("CARGO_BIN_EXE_node");
+        let (program, full_args): (&str, Vec<&str>) = match prefix.split_first() {
+            Some((first, rest)) => (
+                first,
+                rest.iter()
+                    .copied()
+                    .chain([node])
+                    .chain(args.iter().copied())
+                    .collect(),
+            ),
+            None => (node, args.to_vec()),
+        };
+        let mut child = Command::new(program)
+            .args(full_args)
             .arg("--data-dir")
             .arg(&data_dir)
             .env(
