@@ -6,13 +6,14 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{PeerId, connection_limits, gossipsub, identify, mdns, ping};
-use palaver_proto::wire::MAX_PAYLOAD_BYTES;
 use sha2::{Digest, Sha256};
 
 /// The protocol version identify announces.
 pub const PROTOCOL_VERSION: &str = "/palaver/1.0.0";
-/// Largest gossipsub frame accepted: one maximal payload plus signature and framing.
-pub const MAX_TRANSMIT_BYTES: usize = MAX_PAYLOAD_BYTES + 1024;
+/// Largest gossipsub frame accepted. One frame can carry several messages and
+/// control messages, so this is well above one payload ([`palaver_proto::wire::MAX_PAYLOAD_BYTES`],
+/// enforced per message when each is decoded); a frame over it ends the stream.
+pub const MAX_TRANSMIT_BYTES: usize = 64 * 1024;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
