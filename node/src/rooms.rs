@@ -26,6 +26,8 @@ const BEACON_MIN_GAP: Duration = Duration::from_secs(1);
 const BEACON_HURRY_DELAY: Duration = Duration::from_millis(150);
 /// Most members tracked in one room; more are not shown until some leave.
 pub const MAX_MEMBERS: usize = 2048;
+/// Most payloads held back for order in one room, all authors together.
+pub const MAX_HELD_PER_ROOM: usize = 1024;
 /// Most rooms a node is in at once.
 pub const MAX_ROOMS: usize = 256;
 
@@ -170,11 +172,18 @@ impl Rooms {
         if author == self.local {
             return Vec::new();
         }
+        let held_in_room: usize = room.members.values().map(|m| m.order.held()).sum();
         let released = match room.members.get_mut(&author) {
             Some(m) => {
                 m.last_heard = now;
-                m.order
-                    .push(payload.session, payload.seq, Incoming { id, payload }, now)
+                let mut released =
+                    m.order
+                        .push(payload.session, payload.seq, Incoming { id, payload }, now);
+                if held_in_room >= MAX_HELD_PER_ROOM {
+                    // Many authors with gaps at once: stop waiting rather than hoard.
+                    released.extend(m.order.release_all());
+                }
+                released
             }
             None => {
                 if room.members.len() >= MAX_MEMBERS {
@@ -458,6 +467,27 @@ mod tests {
                 .on_payload(PeerId::random(), "y".into(), other, now)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn payloads_held_in_one_room_are_bounded_across_authors() {
+        let (mut rooms, _, now) = setup();
+        let authors: Vec<PeerId> = (0..40).map(|_| PeerId::random()).collect();
+        for a in &authors {
+            rooms.on_payload(*a, "j".into(), payload(0, Body::Join), now);
+        }
+        // Every author skips seq 1, so everything after it waits.
+        for seq in 2..60 {
+            for a in &authors {
+                rooms.on_payload(*a, format!("{a}{seq}"), chat(seq, "x"), now);
+            }
+        }
+        let held: usize = rooms.rooms[&room()]
+            .members
+            .values()
+            .map(|m| m.order.held())
+            .sum();
+        assert!(held <= MAX_HELD_PER_ROOM, "{held} held");
     }
 
     #[test]

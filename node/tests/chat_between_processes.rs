@@ -259,29 +259,3 @@ fn dial_connects_two_nodes_and_reports_failures() {
         v["event"] == "peer_disconnected" && v["peer_id"] == a.peer_id
     });
 }
-
-#[test]
-fn the_identity_survives_a_restart_and_a_second_process_is_refused() {
-    let mut a = Node::start("restart", "a", &[]);
-    let dir = a.data_dir.clone();
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_node"))
-        .args(["--json", "--no-mdns", "--data-dir"])
-        .arg(&dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!second.status.success());
-    assert!(
-        String::from_utf8_lossy(&second.stderr).contains("in use"),
-        "{second:?}"
-    );
-    assert!(second.stdout.is_empty(), "nothing on stdout on failure");
-    let id = a.peer_id.clone();
-    assert!(a.close_and_wait().success());
-    let again = Node::spawn(
-        "a2",
-        dir,
-        &["--json", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"],
-    );
-    assert_eq!(again.peer_id, id);
-}

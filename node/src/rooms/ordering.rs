@@ -70,6 +70,15 @@ impl<T> AuthorOrder<T> {
         out
     }
 
+    /// Gives up on every gap: releases all that is held, in order.
+    pub fn release_all(&mut self) -> Vec<T> {
+        let mut out = Vec::new();
+        while !self.held.is_empty() {
+            self.skip_gap(&mut out);
+        }
+        out
+    }
+
     /// How many payloads are held.
     pub fn held(&self) -> usize {
         self.held.len()

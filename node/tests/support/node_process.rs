@@ -203,8 +203,24 @@ impl Node {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_since(0, what, timeout, pred)
+    }
+
+    /// Where the output is now, for [`Node::wait_for_since`].
+    pub fn mark(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Waits until an output line after `mark` matches.
+    pub fn wait_for_since(
+        &mut self,
+        mark: usize,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
-        let mut checked = 0;
+        let mut checked = mark;
         loop {
             if let Some(v) = self.seen[checked..].iter().find(|v| pred(v)) {
                 return v.clone();
