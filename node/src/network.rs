@@ -5,6 +5,7 @@
 mod behaviour;
 mod connections;
 mod event_loop;
+mod relays;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,9 +89,11 @@ pub fn new(
         .with_quic()
         .with_dns()
         .map_err(|e| NetworkError::Transport("DNS", e.to_string()))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetworkError::Transport("relay", e.to_string()))?
         .with_behaviour(
-            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-                Ok(behaviour::Behaviour::new(key, mdns)?)
+            |key, relay_client| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(behaviour::Behaviour::new(key, relay_client, mdns)?)
             },
         )
         .map_err(|e| NetworkError::Behaviour(e.to_string()))?

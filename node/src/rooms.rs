@@ -90,6 +90,11 @@ impl Rooms {
         self.rooms.keys()
     }
 
+    /// Whether `peer` is present in any room this node is in.
+    pub fn is_member_anywhere(&self, peer: &PeerId) -> bool {
+        self.rooms.values().any(|r| r.members.contains_key(peer))
+    }
+
     /// The room a bare text line goes to: the one joined last, if still joined.
     pub fn current(&self) -> Option<&RoomName> {
         self.current.as_ref()

@@ -8,7 +8,7 @@ pub mod human;
 mod output;
 
 pub use command::{Command, DEFAULT_HISTORY, MAX_HISTORY, MAX_LINE_BYTES, parse_line};
-pub use output::{ChatMessage, Event, LeaveReason, Member, PeerInfo, Reply};
+pub use output::{ChatMessage, Event, LeaveReason, Member, PeerInfo, RelayInfo, Reply};
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{PeerId, connection_limits, gossipsub, identify, mdns, ping};
+use libp2p::{
+    PeerId, autonat, connection_limits, dcutr, gossipsub, identify, mdns, ping, relay, rendezvous,
+};
 use sha2::{Digest, Sha256};
 
 /// The protocol version identify announces.
@@ -22,6 +24,10 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub relay_client: relay::client::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+    pub rendezvous: rendezvous::client::Behaviour,
+    pub autonat: autonat::Behaviour,
 }
 
 /// Why the behaviour could not be built.
@@ -32,7 +38,11 @@ pub enum BehaviourError {
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair, enable_mdns: bool) -> Result<Self, BehaviourError> {
+    pub fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        enable_mdns: bool,
+    ) -> Result<Self, BehaviourError> {
         let local = key.public().to_peer_id();
         let mdns = if enable_mdns {
             match mdns::tokio::Behaviour::new(mdns::Config::default(), local) {
@@ -60,6 +70,23 @@ impl Behaviour {
             ping: ping::Behaviour::default(),
             gossipsub: gossipsub(key)?,
             mdns: mdns.into(),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(local),
+            rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+            // Asks peers (relays above all) to dial back, to learn whether this
+            // node is publicly reachable. Private addresses count: a relay on a
+            // campus or company network is normal.
+            autonat: autonat::Behaviour::new(
+                local,
+                autonat::Config {
+                    only_global_ips: false,
+                    boot_delay: Duration::from_secs(2),
+                    retry_interval: Duration::from_secs(30),
+                    refresh_interval: Duration::from_secs(5 * 60),
+                    throttle_server_period: Duration::from_secs(5),
+                    ..Default::default()
+                },
+            ),
         })
     }
 }

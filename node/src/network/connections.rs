@@ -80,6 +80,13 @@ impl Connections {
         })
     }
 
+    /// Whether some connection to `peer` does not go through a relay.
+    pub fn has_direct(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|c| c.iter().any(|c| !c.relayed))
+    }
+
     /// One entry per connected peer, its direct connection preferred, with
     /// the score `score_of` gives it.
     pub fn list(&self, score_of: impl Fn(&PeerId) -> Option<f64>) -> Vec<PeerInfo> {
@@ -167,6 +174,14 @@ impl Bootstrap {
             e.next_attempt = now + e.backoff;
             e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// The address of a bootstrap peer, if `peer` is one.
+    pub fn addr_of_peer(&self, peer: &PeerId) -> Option<Multiaddr> {
+        self.entries
+            .iter()
+            .find(|e| e.peer.as_ref() == Some(peer))
+            .map(|e| e.addr.clone())
     }
 
     /// Maps a failed connection id back to its entry's address.

@@ -72,13 +72,18 @@ pub fn reply(r: &Reply) -> String {
             nick,
             listen,
             external,
+            nat,
+            relays,
         } => {
-            let mut out = format!("you are {nick}, peer id {peer_id}");
+            let mut out = format!("you are {nick}, peer id {peer_id} (NAT status: {nat})");
             for a in listen {
                 let _ = write!(out, "\n  listening on {a}");
             }
             for a in external {
                 let _ = write!(out, "\n  reachable at {a}");
+            }
+            for r in relays {
+                let _ = write!(out, "\n  relay {} ({} reservation)", r.addr, r.reservation);
             }
             out
         }
@@ -131,6 +136,18 @@ pub fn event(e: &Event) -> String {
             format!("* connected to {} at {addr} ({how})", short(peer_id))
         }
         Event::PeerDisconnected { peer_id } => format!("* disconnected from {}", short(peer_id)),
+        Event::HolePunch {
+            peer_id, ok: true, ..
+        } => format!("* direct connection to {} (hole punched)", short(peer_id)),
+        Event::HolePunch {
+            peer_id,
+            ok: false,
+            error,
+        } => format!(
+            "* no direct connection to {}, staying relayed: {}",
+            short(peer_id),
+            error.as_deref().unwrap_or("unknown error")
+        ),
     }
 }
 

@@ -41,6 +41,15 @@ pub struct PeerInfo {
     pub score: Option<f64>,
 }
 
+/// A relay this node uses, as `/id` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    pub peer_id: String,
+    pub addr: String,
+    /// The relay reservation: `none`, `pending` or `active`.
+    pub reservation: String,
+}
+
 /// Why a member is no longer in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,6 +93,9 @@ pub enum Reply {
         nick: Nick,
         listen: Vec<String>,
         external: Vec<String>,
+        /// What AutoNAT found: `unknown`, `public` or `private`.
+        nat: String,
+        relays: Vec<RelayInfo>,
     },
     Error {
         code: ErrorCode,
@@ -135,6 +147,12 @@ pub enum Event {
     },
     PeerDisconnected {
         peer_id: String,
+    },
+    /// The outcome of one attempt to turn a relayed connection into a direct one.
+    HolePunch {
+        peer_id: String,
+        ok: bool,
+        error: Option<String>,
     },
 }
 
