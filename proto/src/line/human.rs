@@ -136,6 +136,14 @@ pub fn event(e: &Event) -> String {
             format!("* connected to {} at {addr} ({how})", short(peer_id))
         }
         Event::PeerDisconnected { peer_id } => format!("* disconnected from {}", short(peer_id)),
+        Event::Reservation {
+            addr, active: true, ..
+        } => format!("* reachable through the relay: {addr}"),
+        Event::Reservation {
+            relay,
+            active: false,
+            ..
+        } => format!("* relay reservation at {} ended", short(relay)),
         Event::HolePunch {
             peer_id, ok: true, ..
         } => format!("* direct connection to {} (hole punched)", short(peer_id)),

@@ -148,6 +148,13 @@ pub enum Event {
     PeerDisconnected {
         peer_id: String,
     },
+    /// A relay reservation began (`active`: others can reach this node through
+    /// `addr`) or ended.
+    Reservation {
+        relay: String,
+        addr: String,
+        active: bool,
+    },
     /// The outcome of one attempt to turn a relayed connection into a direct one.
     HolePunch {
         peer_id: String,

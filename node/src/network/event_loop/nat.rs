@@ -211,8 +211,14 @@ impl EventLoop {
         };
         tracing::info!(%relay, %address, "reachable through relay");
         r.reservation = Reservation::Active(listener);
+        let relay = relay.to_string();
         self.swarm.add_external_address(address.clone());
         self.relays.addresses_changed(Instant::now());
+        self.emit(Event::Reservation {
+            relay,
+            addr: address.to_string(),
+            active: true,
+        });
     }
 
     pub(super) fn nat_listener_closed(&mut self, listener: ListenerId, addresses: &[Multiaddr]) {
@@ -220,11 +226,21 @@ impl EventLoop {
             return;
         };
         tracing::info!(%relay, "relay reservation ended");
+        let was_active = matches!(r.reservation, Reservation::Active(_));
         r.reservation = Reservation::None {
             retry_at: Instant::now() + RETRY,
         };
+        let relay = relay.to_string();
         for a in addresses {
             self.swarm.remove_external_address(a);
+        }
+        if was_active {
+            let addr = addresses.first().map(|a| a.to_string()).unwrap_or_default();
+            self.emit(Event::Reservation {
+                relay,
+                addr,
+                active: false,
+            });
         }
     }
 
