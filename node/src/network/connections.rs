@@ -19,6 +19,19 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
+/// The relay a circuit address goes through (the `/p2p/…` before `/p2p-circuit`).
+pub fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut last = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(peer) => last = Some(peer),
+            Protocol::P2pCircuit => return last,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The peer an address names with a trailing `/p2p/…`, if any.
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
@@ -44,6 +57,7 @@ struct Conn {
     id: ConnectionId,
     addr: Multiaddr,
     relayed: bool,
+    since: Instant,
 }
 
 /// Open connections by peer.
@@ -53,18 +67,42 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn established(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr) -> Event {
-        let relayed = is_relayed(&addr);
+    pub fn established(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        addr: Multiaddr,
+        relayed: bool,
+    ) -> Event {
         let event = Event::PeerConnected {
             peer_id: peer.to_string(),
             addr: addr.to_string(),
             relayed,
         };
-        self.peers
-            .entry(peer)
-            .or_default()
-            .push(Conn { id, addr, relayed });
+        self.peers.entry(peer).or_default().push(Conn {
+            id,
+            addr,
+            relayed,
+            since: Instant::now(),
+        });
         event
+    }
+
+    /// Peers connected only through relays, each with the age of its newest
+    /// circuit and the relay it goes through.
+    pub fn relayed_only(&self, now: Instant) -> Vec<(PeerId, Duration, Option<PeerId>)> {
+        self.peers
+            .iter()
+            .filter(|(_, conns)| !conns.is_empty() && conns.iter().all(|c| c.relayed))
+            .filter_map(|(peer, conns)| {
+                let newest = conns.iter().max_by_key(|c| c.since)?;
+                Some((
+                    *peer,
+                    now.saturating_duration_since(newest.since),
+                    relay_of(&newest.addr),
+                ))
+            })
+            .collect()
     }
 
     /// Forgets a connection; reports the peer gone when it was its last.
@@ -270,9 +308,9 @@ mod tests {
             .parse()
             .unwrap();
         let direct: Multiaddr = "/ip4/5.6.7.8/udp/2/quic-v1".parse().unwrap();
-        c.established(peer, ConnectionId::new_unchecked(1), relayed);
+        c.established(peer, ConnectionId::new_unchecked(1), relayed, true);
         assert!(c.list(|_| None)[0].relayed);
-        c.established(peer, ConnectionId::new_unchecked(2), direct);
+        c.established(peer, ConnectionId::new_unchecked(2), direct, false);
         assert!(!c.list(|_| None)[0].relayed);
         assert!(c.closed(peer, ConnectionId::new_unchecked(2)).is_none());
         assert!(c.closed(peer, ConnectionId::new_unchecked(1)).is_some());

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
@@ -16,7 +17,7 @@ use palaver_proto::{ErrorCode, Nick};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent, room_of};
-use super::connections::{Bootstrap, Connections, dial_opts, is_relayed, peer_of};
+use super::connections::{Bootstrap, Connections, dial_opts, peer_of};
 use super::relays::Relays;
 use super::{NetworkConfig, unix_ms};
 use crate::rooms::Rooms;
@@ -66,6 +67,10 @@ pub struct EventLoop {
     known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Lost room members to dial again, and when.
     redial_at: HashMap<PeerId, Instant>,
+    /// How long circuits through each relay may last.
+    circuit_limits: HashMap<PeerId, Duration>,
+    /// When a fresh circuit to each peer was last opened.
+    circuit_refreshed: HashMap<PeerId, Instant>,
     shutdown: Option<Shutdown>,
 }
 
@@ -105,6 +110,8 @@ impl EventLoop {
             punching: HashMap::new(),
             known_addrs: HashMap::new(),
             redial_at: HashMap::new(),
+            circuit_limits: HashMap::new(),
+            circuit_refreshed: HashMap::new(),
             shutdown: None,
             swarm,
         }
@@ -189,11 +196,7 @@ impl EventLoop {
                 connection_id,
                 endpoint,
                 ..
-            } => self.on_connection_established(
-                peer_id,
-                connection_id,
-                endpoint.get_remote_address().clone(),
-            ),
+            } => self.on_connection_established(peer_id, connection_id, &endpoint),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
@@ -228,10 +231,22 @@ impl EventLoop {
         }
     }
 
-    fn on_connection_established(&mut self, peer: PeerId, id: ConnectionId, addr: Multiaddr) {
-        tracing::debug!(%peer, %addr, "connection established");
-        self.punch_on_connect(peer, is_relayed(&addr));
-        let event = self.connections.established(peer, id, addr);
+    fn on_connection_established(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) {
+        // A circuit someone opened to us has only `/p2p/<them>` as its remote
+        // address; the circuit itself is our listen address at the relay.
+        let relayed = endpoint.is_relayed();
+        let addr = match endpoint {
+            ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
+            other => other.get_remote_address().clone(),
+        };
+        tracing::debug!(%peer, %addr, relayed, "connection established");
+        self.punch_on_connect(peer, relayed);
+        let event = self.connections.established(peer, id, addr, relayed);
         self.emit(event);
         self.bootstrap.established(id, peer);
         if let Some(reply) = self.pending_dials.remove(&id) {

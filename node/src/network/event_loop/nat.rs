@@ -10,7 +10,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, relay, rendezvous};
 use palaver_proto::line::Event;
 
-use super::super::connections::peer_of;
+use super::super::connections::{is_relayed, peer_of};
 use super::super::relays::{
     DISCOVER_INTERVAL, DISCOVER_LIMIT, HOP_PROTOCOL, REGISTRATION_TTL, RENDEZVOUS_PROTOCOL, RETRY,
     Reservation, namespace,
@@ -22,6 +22,8 @@ use super::EventLoop;
 pub(super) const PUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most peers whose discovered addresses are remembered, for redialling.
 const MAX_KNOWN_PEERS: usize = 4096;
+/// Share of a circuit's duration limit after which a fresh one is opened.
+const CIRCUIT_REFRESH_AT: f64 = 0.7;
 /// Wait before dialling a lost room member again.
 const REDIAL_DELAY: Duration = Duration::from_secs(1);
 
@@ -63,6 +65,10 @@ impl EventLoop {
                 limit,
             } => {
                 tracing::info!(relay = %relay_peer_id, renewal, ?limit, "relay reservation accepted");
+                // Circuits through this relay end after the same limit.
+                if let Some(d) = limit.and_then(|l| l.duration()) {
+                    self.circuit_limits.insert(relay_peer_id, d);
+                }
             }
             other => tracing::debug!(?other, "relay client"),
         }
@@ -80,6 +86,8 @@ impl EventLoop {
                 if let Some(relay) = self.relays.get_mut(&rendezvous_node) {
                     for (room, at) in relay.register_at.iter_mut() {
                         if namespace(room) == ns {
+                            // Now findable: look for those who registered first.
+                            relay.discover_at = now;
                             *at = now + Duration::from_secs(ttl.max(2) / 2);
                         }
                     }
@@ -318,6 +326,7 @@ impl EventLoop {
                 )),
             );
         }
+        self.refresh_circuits(now);
         let due: Vec<PeerId> = self
             .redial_at
             .iter()
@@ -332,6 +341,46 @@ impl EventLoop {
                 tracing::info!(%peer, "dialling a lost room member again");
                 self.dial_known(peer, addrs);
             }
+        }
+    }
+
+    /// Opens a fresh circuit to a room member before the relay ends the old
+    /// one at its duration limit, so the room never loses the member.
+    fn refresh_circuits(&mut self, now: Instant) {
+        for (peer, age, relay) in self.connections.relayed_only(now) {
+            let Some(limit) = relay.and_then(|r| self.circuit_limits.get(&r)) else {
+                continue;
+            };
+            if age < limit.mul_f64(CIRCUIT_REFRESH_AT) || !self.rooms.is_member_anywhere(&peer) {
+                continue;
+            }
+            if self
+                .circuit_refreshed
+                .get(&peer)
+                .is_some_and(|at| now.duration_since(*at) < limit.mul_f64(0.5))
+            {
+                continue;
+            }
+            let Some(addrs) = self.known_addrs.get(&peer) else {
+                continue;
+            };
+            let circuits: Vec<Multiaddr> =
+                addrs.iter().filter(|a| is_relayed(a)).cloned().collect();
+            if circuits.is_empty() {
+                continue;
+            }
+            tracing::info!(%peer, "opening a fresh circuit before the old one ends");
+            self.circuit_refreshed.insert(peer, now);
+            let opts = DialOpts::peer_id(peer)
+                .addresses(circuits)
+                .condition(PeerCondition::Always)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, "cannot open a fresh circuit: {e}");
+            }
+        }
+        if self.circuit_refreshed.len() > MAX_KNOWN_PEERS {
+            self.circuit_refreshed.clear();
         }
     }
 
