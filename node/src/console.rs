@@ -45,6 +45,13 @@ pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) 
     let mut reading = true;
     loop {
         tokio::select! {
+            // Replies first, then events, then new input: output stays in step with input.
+            biased;
+            Some(reply) = in_flight.next() => out.reply(&reply).await,
+            event = events.recv() => match event {
+                Some(event) => out.event(&event).await,
+                None => break,
+            },
             line = input.recv(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
                 match line {
                     Some(Input::Line(bytes)) => match parse_line(&bytes) {
@@ -65,11 +72,6 @@ pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) 
                     }
                 }
             }
-            Some(reply) = in_flight.next() => out.reply(&reply).await,
-            event = events.recv() => match event {
-                Some(event) => out.event(&event).await,
-                None => break,
-            },
         }
     }
     // The event loop is done; what is left resolves at once.

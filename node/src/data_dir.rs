@@ -45,9 +45,12 @@ impl DataDir {
             path: path.to_owned(),
             source,
         };
+        let existed = path.exists();
         fs::create_dir_all(path).map_err(create)?;
-        // Tighten only a directory we may have just created; never fail on a shared parent.
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        if !existed {
+            // Private from the start; a directory the user already had keeps its mode.
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -48,6 +48,8 @@ struct MemberState {
 #[derive(Debug)]
 struct Room {
     members: HashMap<PeerId, MemberState>,
+    /// This node's session in the room, part of every payload it sends there.
+    session: u64,
     /// Sequence number of this node's next payload in the room.
     next_seq: u64,
     history: VecDeque<ChatMessage>,
@@ -66,8 +68,10 @@ pub enum JoinError {
 #[derive(Debug)]
 pub struct Rooms {
     local: PeerId,
-    /// This run's session id (unix milliseconds at start), part of every payload.
-    session: u64,
+    /// The session id given to the room joined last. Each join starts a new
+    /// session, above every earlier one (the first is unix milliseconds at
+    /// start), so receivers never mistake a rejoin's payloads for replays.
+    last_session: u64,
     rooms: BTreeMap<RoomName, Room>,
     current: Option<RoomName>,
 }
@@ -76,7 +80,7 @@ impl Rooms {
     pub fn new(local: PeerId, session: u64) -> Self {
         Self {
             local,
-            session,
+            last_session: session,
             rooms: BTreeMap::new(),
             current: None,
         }
@@ -95,24 +99,28 @@ impl Rooms {
         self.rooms.values().any(|r| r.members.contains_key(peer))
     }
 
-    /// The room a bare text line goes to: the one joined last, if still joined.
+    /// The room a bare text line goes to: the one joined last, or after
+    /// leaving it another joined room.
     pub fn current(&self) -> Option<&RoomName> {
         self.current.as_ref()
     }
 
     /// Enters a room (it becomes the current one). Returns false if already in it.
     pub fn join(&mut self, room: RoomName, now: Instant) -> Result<bool, JoinError> {
-        self.current = Some(room.clone());
         if self.rooms.contains_key(&room) {
+            self.current = Some(room);
             return Ok(false);
         }
         if self.rooms.len() >= MAX_ROOMS {
             return Err(JoinError::TooManyRooms);
         }
+        self.current = Some(room.clone());
+        self.last_session += 1;
         self.rooms.insert(
             room,
             Room {
                 members: HashMap::new(),
+                session: self.last_session,
                 next_seq: 0,
                 history: VecDeque::new(),
                 last_beacon: now,
@@ -139,7 +147,7 @@ impl Rooms {
             room: room.clone(),
             nick: nick.clone(),
             ts,
-            session: self.session,
+            session: r.session,
             seq: r.next_seq,
             body,
         })
@@ -191,9 +199,27 @@ impl Rooms {
                 released
             }
             None => {
-                if room.members.len() >= MAX_MEMBERS {
-                    tracing::warn!(%room_name, %author, "room is full; ignoring a new member");
+                if matches!(payload.body, Body::Leave | Body::Quit) {
+                    // Saying goodbye is no way to arrive.
                     return Vec::new();
+                }
+                let mut events = Vec::new();
+                if room.members.len() >= MAX_MEMBERS {
+                    // Full (perhaps of made-up peers): the one silent longest makes room.
+                    if let Some(gone) = room
+                        .members
+                        .iter()
+                        .min_by_key(|(_, m)| m.last_heard)
+                        .map(|(p, _)| *p)
+                        && let Some(m) = room.members.remove(&gone)
+                    {
+                        events.push(Event::Left {
+                            room: room_name.clone(),
+                            peer_id: gone.to_string(),
+                            nick: m.nick,
+                            reason: LeaveReason::Timeout,
+                        });
+                    }
                 }
                 let mut order = AuthorOrder::new(payload.session, payload.seq);
                 let released = order.push(
@@ -213,11 +239,11 @@ impl Rooms {
                         order,
                     },
                 );
-                let mut events = vec![Event::Joined {
+                events.push(Event::Joined {
                     room: room_name.clone(),
                     peer_id: author.to_string(),
                     nick: payload.nick,
-                }];
+                });
                 // A newcomer should learn of us soon, not at our next regular beacon.
                 hurry_beacon(room, now);
                 for incoming in released {
@@ -431,6 +457,75 @@ mod tests {
         let ev = rooms.on_payload(bob, "l".into(), payload(1, Body::Quit), now);
         assert_eq!(texts(&ev), ["-Quit"]);
         assert_eq!(rooms.who(&room(), &"me".parse().unwrap()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_goodbye_from_a_stranger_is_no_arrival() {
+        let (mut rooms, bob, now) = setup();
+        assert!(
+            rooms
+                .on_payload(bob, "q".into(), payload(3, Body::Quit), now)
+                .is_empty()
+        );
+        assert_eq!(rooms.who(&room(), &"me".parse().unwrap()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_replayed_message_is_shown_once() {
+        let (mut rooms, bob, now) = setup();
+        assert_eq!(
+            texts(&rooms.on_payload(bob, "a".into(), chat(0, "once"), now)),
+            ["+joined", "once"]
+        );
+        assert!(
+            rooms
+                .on_payload(bob, "a".into(), chat(0, "once"), now)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn rejoining_a_room_starts_a_new_session() {
+        let (mut rooms, _, now) = setup();
+        let me: Nick = "me".parse().unwrap();
+        let first = rooms.outgoing(&room(), &me, Body::Join, 1).unwrap();
+        rooms.leave(&room());
+        rooms.join(room(), now).unwrap();
+        let second = rooms.outgoing(&room(), &me, Body::Join, 1).unwrap();
+        assert!(second.session > first.session);
+    }
+
+    #[test]
+    fn a_full_room_makes_room_by_dropping_the_longest_silent() {
+        let (mut rooms, _, now) = setup();
+        let first = PeerId::random();
+        rooms.on_payload(first, "f".into(), payload(0, Body::Join), now);
+        let later = now + Duration::from_secs(1);
+        for i in 0..MAX_MEMBERS - 1 {
+            rooms.on_payload(
+                PeerId::random(),
+                format!("{i}"),
+                payload(0, Body::Join),
+                later,
+            );
+        }
+        let events = rooms.on_payload(PeerId::random(), "n".into(), payload(0, Body::Join), later);
+        assert_eq!(texts(&events), ["-Timeout", "+joined"]);
+        assert!(matches!(&events[0], Event::Left { peer_id, .. } if *peer_id == first.to_string()));
+    }
+
+    #[test]
+    fn a_failed_join_leaves_the_current_room_alone() {
+        let (mut rooms, _, now) = setup();
+        for i in 1..MAX_ROOMS {
+            rooms.join(format!("r{i}").parse().unwrap(), now).unwrap();
+        }
+        let current = rooms.current().cloned();
+        assert_eq!(
+            rooms.join("onemore".parse().unwrap(), now),
+            Err(JoinError::TooManyRooms)
+        );
+        assert_eq!(rooms.current().cloned(), current);
     }
 
     #[test]

@@ -104,7 +104,10 @@ fn chat(text: &str, seq: u64) -> Vec<u8> {
     Payload {
         room: "lobby".parse().unwrap(),
         nick: "raw".parse().unwrap(),
-        ts: 1,
+        ts: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
         session: 1,
         seq,
         body: Body::Chat(text.parse().unwrap()),

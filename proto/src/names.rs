@@ -61,7 +61,8 @@ impl FromStr for RoomName {
     }
 }
 
-/// A display name: 1-32 characters, no control characters, no outer white space.
+/// A display name: 1-32 characters, no control, invisible or bidirectional
+/// control characters, no outer white space.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Nick(String);
@@ -79,7 +80,10 @@ impl FromStr for Nick {
         if s.is_empty() {
             return Err(NameError::Empty);
         }
-        if let Some(c) = s.chars().find(|c| c.is_control()) {
+        if let Some(c) = s
+            .chars()
+            .find(|&c| c.is_control() || is_invisible(c) || is_bidi_control(c))
+        {
             return Err(NameError::BadChar(c));
         }
         if s.trim() != s {
@@ -96,7 +100,22 @@ impl FromStr for Nick {
     }
 }
 
-/// A chat message text: 1-4096 bytes of UTF-8, no control characters but tab.
+/// Characters that change the direction of the text around them: in a nick or
+/// a message they could make one person's words look like another's.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show as nothing: in a nick they make look-alikes.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{206A}'..='\u{206F}' | '\u{FEFF}'
+    )
+}
+
+/// A chat message text: 1-4096 bytes of UTF-8, no control characters but
+/// tab, no bidirectional overrides.
 ///
 /// Control characters are refused rather than escaped so that no peer can send
 /// terminal escape sequences to another user's screen.
@@ -123,7 +142,10 @@ impl FromStr for Text {
                 max: TEXT_MAX_BYTES,
             });
         }
-        if let Some(c) = s.chars().find(|&c| c.is_control() && c != '\t') {
+        if let Some(c) = s
+            .chars()
+            .find(|&c| (c.is_control() && c != '\t') || is_bidi_control(c))
+        {
             return Err(NameError::BadChar(c));
         }
         Ok(Self(s.to_owned()))
@@ -197,6 +219,15 @@ mod tests {
             Err(NameError::BadChar('\u{1b}'))
         );
         assert_eq!(" alice".parse::<Nick>(), Err(NameError::OuterSpace));
+    }
+
+    #[test]
+    fn nicks_and_texts_refuse_characters_that_disguise_who_speaks() {
+        assert!("ali\u{200B}ce".parse::<Nick>().is_err());
+        assert!("\u{202E}ecila".parse::<Nick>().is_err());
+        assert!("see \u{202E}this".parse::<Text>().is_err());
+        // Joiners inside emoji are fine in a message.
+        assert!("👩\u{200D}💻 ok".parse::<Text>().is_ok());
     }
 
     #[test]

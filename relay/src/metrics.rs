@@ -11,13 +11,24 @@ use tokio::net::{TcpListener, TcpStream};
 
 const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONCURRENT: usize = 8;
 
 pub async fn serve(listener: TcpListener, registry: Registry) {
     let registry = Arc::new(registry);
+    // A few scrapers at a time; more wait in the accept queue.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(answer(stream, registry.clone()));
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(stream, registry)).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!("metrics endpoint cannot accept: {e}");

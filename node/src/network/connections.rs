@@ -13,6 +13,8 @@ use palaver_proto::line::{Event, PeerInfo};
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A connection that lasted this long resets the redial backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 /// Whether an address goes through a relay circuit.
 pub fn is_relayed(addr: &Multiaddr) -> bool {
@@ -156,6 +158,7 @@ struct Entry {
     dialing: Option<ConnectionId>,
     next_attempt: Instant,
     backoff: Duration,
+    connected_at: Option<Instant>,
 }
 
 /// The `--bootstrap` peers and when to dial each next.
@@ -181,6 +184,7 @@ impl Bootstrap {
                 dialing: None,
                 next_attempt: now,
                 backoff: FIRST_BACKOFF,
+                connected_at: None,
             })
             .collect();
         Self { entries }
@@ -230,17 +234,25 @@ impl Bootstrap {
             .map(|e| e.addr.clone())
     }
 
-    pub fn established(&mut self, id: ConnectionId, peer: PeerId) {
+    pub fn established(&mut self, id: ConnectionId, peer: PeerId, now: Instant) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.dialing == Some(id)) {
             e.dialing = None;
             e.peer = Some(peer);
-            e.backoff = FIRST_BACKOFF;
+            e.connected_at = Some(now);
         }
     }
 
     /// The last connection to `peer` closed: dial it again after a backoff.
+    /// Only a connection that lasted resets the backoff, so a peer that
+    /// accepts and at once drops (a full relay) is not dialled every second.
     pub fn disconnected(&mut self, peer: PeerId, now: Instant) {
         for e in self.entries.iter_mut().filter(|e| e.peer == Some(peer)) {
+            if e.connected_at
+                .take()
+                .is_some_and(|at| now.duration_since(at) >= STABLE_CONNECTION)
+            {
+                e.backoff = FIRST_BACKOFF;
+            }
             e.next_attempt = now + e.backoff;
             e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
         }
@@ -287,10 +299,34 @@ mod tests {
         let mut b = Bootstrap::new(std::slice::from_ref(&a), PeerId::random(), now);
         let id = ConnectionId::new_unchecked(2);
         b.dialing(&a, id);
-        b.established(id, peer);
+        b.established(id, peer, now);
         assert!(b.due(now, |p| *p == peer).is_empty());
-        b.disconnected(peer, now);
-        assert_eq!(b.due(now + FIRST_BACKOFF, |_| false), vec![a]);
+        let lasted = now + STABLE_CONNECTION;
+        b.disconnected(peer, lasted);
+        assert_eq!(b.due(lasted + FIRST_BACKOFF, |_| false), vec![a]);
+    }
+
+    #[test]
+    fn a_peer_that_keeps_dropping_us_at_once_is_dialled_ever_less_often() {
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let a = addr(peer);
+        let mut b = Bootstrap::new(std::slice::from_ref(&a), PeerId::random(), now);
+        let mut t = now;
+        let mut waits = Vec::new();
+        for i in 0..4 {
+            let id = ConnectionId::new_unchecked(10 + i);
+            b.dialing(&a, id);
+            b.established(id, peer, t);
+            b.disconnected(peer, t);
+            let next = (1..=120)
+                .map(|s| t + Duration::from_secs(s))
+                .find(|at| !b.due(*at, |_| false).is_empty())
+                .unwrap();
+            waits.push(next.duration_since(t).as_secs());
+            t = next;
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8]);
     }
 
     #[test]

@@ -31,6 +31,8 @@ const TICK: Duration = Duration::from_millis(250);
 const QUIT_GRACE: Duration = Duration::from_millis(400);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
+/// How far a live payload's timestamp may be from this node's clock.
+const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Most peers remembered as seen by mDNS.
 const MAX_MDNS_SEEN: usize = 1024;
 /// Most `/dial`s waiting for their outcome at once.
@@ -41,7 +43,8 @@ type Responder = oneshot::Sender<Reply>;
 #[derive(Debug)]
 struct Shutdown {
     at: Instant,
-    reply: Option<Responder>,
+    /// Every `/quit` (and signal) waiting to hear that the node is done.
+    replies: Vec<Responder>,
 }
 
 /// Owns the swarm and the chat state; see the module docs.
@@ -135,7 +138,7 @@ impl EventLoop {
                 _ = tick.tick() => self.on_tick(),
             }
         }
-        if let Some(reply) = self.shutdown.take().and_then(|s| s.reply) {
+        for reply in self.shutdown.take().map(|s| s.replies).unwrap_or_default() {
             let _ = reply.send(Reply::ok("quit"));
         }
     }
@@ -248,7 +251,7 @@ impl EventLoop {
         self.punch_on_connect(peer, relayed);
         let event = self.connections.established(peer, id, addr, relayed);
         self.emit(event);
-        self.bootstrap.established(id, peer);
+        self.bootstrap.established(id, peer, Instant::now());
         if let Some(reply) = self.pending_dials.remove(&id) {
             let _ = reply.send(Reply::ok("dial"));
         }
@@ -367,6 +370,12 @@ impl EventLoop {
             return Err(Reject);
         }
         if author == self.local || !self.rooms.is_joined(&room) {
+            return Err(Ignore);
+        }
+        // Live gossip is fresh: an old payload can only be a replay (history
+        // comes by catch-up, not gossip). Clocks may differ by a few minutes.
+        if unix_ms().abs_diff(payload.ts) > MAX_CLOCK_SKEW_MS {
+            tracing::debug!(%author, ts = payload.ts, "stale or future payload");
             return Err(Ignore);
         }
         Ok((author, payload))

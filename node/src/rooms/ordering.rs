@@ -1,15 +1,20 @@
-//! Restores each author's order. Gossip can deliver one author's payloads out
-//! of order (a late IWANT answer, a mesh change), so each payload carries the
-//! author's `(session, seq)`; this buffer releases payloads in that order,
-//! holding an early one for at most [`GAP_WAIT`] while the missing ones arrive.
+//! Restores each author's order and refuses replays. Gossip can deliver one
+//! author's payloads out of order (a late IWANT answer, a mesh change), so
+//! each payload carries the author's `(session, seq)`; this buffer releases
+//! payloads in that order, holding an early one for at most [`GAP_WAIT`] while
+//! the missing ones arrive. Each `(session, seq)` is released at most once,
+//! and nothing from an earlier session once a later one was seen, so a peer
+//! that re-publishes an author's old signed payloads gets nothing shown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// How long an early payload waits for the ones before it.
 pub const GAP_WAIT: Duration = Duration::from_millis(1500);
 /// Most payloads held for one author; more releases the oldest held at once.
 pub const MAX_HELD_PER_AUTHOR: usize = 256;
+/// Most skipped sequence numbers remembered (so that they may still arrive).
+const MAX_SKIPPED: usize = 256;
 
 /// Ordering state of one author in one room.
 #[derive(Debug)]
@@ -17,6 +22,8 @@ pub struct AuthorOrder<T> {
     session: u64,
     next_seq: u64,
     held: BTreeMap<u64, (Instant, T)>,
+    /// Sequence numbers given up on: the only ones below `next_seq` still welcome.
+    skipped: BTreeSet<u64>,
 }
 
 impl<T> AuthorOrder<T> {
@@ -26,24 +33,28 @@ impl<T> AuthorOrder<T> {
             session,
             next_seq: seq,
             held: BTreeMap::new(),
+            skipped: BTreeSet::new(),
         }
     }
 
     /// Takes a payload; returns those now in order to process, in order.
+    /// A payload already released, or from an earlier session, is dropped.
     pub fn push(&mut self, session: u64, seq: u64, item: T, now: Instant) -> Vec<T> {
         if session < self.session {
-            // From an earlier run of the author's node: nothing to order it against.
-            return vec![item];
+            return Vec::new();
         }
         let mut out = Vec::new();
         if session > self.session {
-            // The author restarted: whatever waited from the old run goes first.
+            // The author restarted (or rejoined): what waited from before goes first.
             out.extend(std::mem::take(&mut self.held).into_values().map(|(_, v)| v));
+            self.skipped.clear();
             self.session = session;
             self.next_seq = seq;
         }
         if seq < self.next_seq {
-            out.push(item); // late: it waited out its gap already
+            if self.skipped.remove(&seq) {
+                out.push(item); // late, but never shown: it waited out its gap
+            }
         } else if seq == self.next_seq {
             out.push(item);
             self.next_seq = seq.saturating_add(1);
@@ -60,11 +71,7 @@ impl<T> AuthorOrder<T> {
     /// Releases what waited longer than [`GAP_WAIT`], and what follows it.
     pub fn expire(&mut self, now: Instant) -> Vec<T> {
         let mut out = Vec::new();
-        while self
-            .held
-            .first_key_value()
-            .is_some_and(|(_, (deadline, _))| *deadline <= now)
-        {
+        while self.held.values().any(|(deadline, _)| *deadline <= now) {
             self.skip_gap(&mut out);
         }
         out
@@ -87,6 +94,11 @@ impl<T> AuthorOrder<T> {
     /// Gives up on the gap before the first held payload.
     fn skip_gap(&mut self, out: &mut Vec<T>) {
         if let Some((&seq, _)) = self.held.first_key_value() {
+            let from = self.next_seq.max(seq.saturating_sub(MAX_SKIPPED as u64));
+            self.skipped.extend(from..seq);
+            while self.skipped.len() > MAX_SKIPPED {
+                self.skipped.pop_first();
+            }
             self.next_seq = seq;
             self.release_consecutive(out);
         }
@@ -130,8 +142,9 @@ mod tests {
         assert!(o.push(1, 2, 'c', now).is_empty());
         assert!(o.expire(now + GAP_WAIT / 2).is_empty());
         assert_eq!(o.expire(now + GAP_WAIT), vec!['c']);
-        // the missing one, arriving after all, is still shown
+        // the missing one, arriving after all, is still shown, once
         assert_eq!(o.push(1, 1, 'b', now + GAP_WAIT * 2), vec!['b']);
+        assert!(o.push(1, 1, 'b', now + GAP_WAIT * 2).is_empty());
         assert_eq!(o.push(1, 3, 'd', now), vec!['d']);
     }
 
@@ -142,7 +155,30 @@ mod tests {
         assert!(o.push(1, 7, 'x', now).is_empty());
         assert_eq!(o.push(2, 0, 'a', now), vec!['x', 'a']);
         assert_eq!(o.push(2, 1, 'b', now), vec!['b']);
-        assert_eq!(o.push(1, 8, 'o', now), vec!['o']);
+        assert!(
+            o.push(1, 8, 'o', now).is_empty(),
+            "an earlier session is over"
+        );
+    }
+
+    #[test]
+    fn a_replayed_payload_is_never_released_twice() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(1, 0);
+        assert_eq!(o.push(1, 0, 'a', now), vec!['a']);
+        assert_eq!(o.push(1, 1, 'b', now), vec!['b']);
+        assert!(o.push(1, 0, 'a', now).is_empty());
+        assert!(o.push(1, 1, 'b', now).is_empty());
+    }
+
+    #[test]
+    fn each_early_payload_waits_at_most_its_own_gap_wait() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(1, 1);
+        assert!(o.push(1, 3, 'c', now).is_empty());
+        assert!(o.push(1, 2, 'b', now + Duration::from_secs(1)).is_empty());
+        // 3 has waited its GAP_WAIT: it goes, with 2 before it.
+        assert_eq!(o.expire(now + GAP_WAIT), vec!['b', 'c']);
     }
 
     #[test]

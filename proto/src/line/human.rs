@@ -17,21 +17,18 @@ fn clock(ts_ms: u64) -> String {
     )
 }
 
-/// The first characters of a peer id, enough to tell people apart.
+/// The last six characters of a peer id, enough to tell people apart.
 fn short(peer_id: &str) -> &str {
-    let start = peer_id.len().saturating_sub(8);
+    let start = peer_id.len().saturating_sub(6);
     peer_id.get(start..).unwrap_or(peer_id)
 }
 
+/// Anyone can pick any nick: the end of the author's peer id beside it shows
+/// who really speaks.
 fn message_line(m: &ChatMessage) -> String {
     let replay = if m.replay { " (missed)" } else { "" };
-    format!(
-        "{} [{}] <{}> {}{replay}",
-        clock(m.ts),
-        m.room,
-        m.nick,
-        m.text
-    )
+    let (ts, room, nick, from, text) = (clock(m.ts), &m.room, &m.nick, short(&m.from), &m.text);
+    format!("{ts} [{room}] <{nick}#{from}> {text}{replay}")
 }
 
 /// One or more lines for a person, without the final newline.
@@ -174,7 +171,10 @@ mod tests {
             ts: 3_723_000,
             replay: false,
         };
-        assert_eq!(event(&Event::Message(m)), "01:02:03 [lobby] <alice> hello");
+        assert_eq!(
+            event(&Event::Message(m)),
+            "01:02:03 [lobby] <alice#cdefgh> hello"
+        );
     }
 
     #[test]

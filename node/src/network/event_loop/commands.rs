@@ -22,6 +22,13 @@ impl EventLoop {
                 self.begin_shutdown(None);
             }
             Some((Command::Quit, reply)) => self.begin_shutdown(Some(reply)),
+            Some((_, reply)) if self.shutdown.is_some() => {
+                // Goodbyes are out: nothing may make this node reappear now.
+                let _ = reply.send(Reply::error(
+                    ErrorCode::Internal,
+                    "the node is shutting down",
+                ));
+            }
             Some((Command::Dial(addr), reply)) => self.dial(&addr, reply),
             Some((command, reply)) => {
                 let r = self.handle(command);
@@ -184,6 +191,13 @@ impl EventLoop {
                 Ok((id, peers, payload.ts))
             }
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok((id, 0, payload.ts)),
+            Err(gossipsub::PublishError::AllQueuesFull(_)) => {
+                // Kept in gossipsub's cache, it still spreads by gossip: it is
+                // published, only late, so its sequence number is used.
+                self.rooms.published(room, Instant::now());
+                tracing::warn!(%room, "every peer's send queue is full; the message goes out by gossip");
+                Ok((id, peers, payload.ts))
+            }
             Err(e) => {
                 tracing::warn!(%room, "publish failed: {e}");
                 Err(e)
@@ -239,9 +253,7 @@ impl EventLoop {
 
     pub(super) fn begin_shutdown(&mut self, reply: Option<Responder>) {
         if let Some(s) = &mut self.shutdown {
-            if let (None, Some(r)) = (&s.reply, reply) {
-                s.reply = Some(r);
-            }
+            s.replies.extend(reply);
             return;
         }
         let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
@@ -258,7 +270,7 @@ impl EventLoop {
         };
         self.shutdown = Some(Shutdown {
             at: Instant::now() + grace,
-            reply,
+            replies: reply.into_iter().collect(),
         });
     }
 }

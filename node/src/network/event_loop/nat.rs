@@ -20,6 +20,10 @@ use super::EventLoop;
 /// How long a relayed connection may wait for its upgrade before the hole
 /// punch is reported failed.
 pub(super) const PUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most addresses remembered per discovered peer.
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Most members dialled from one discovery answer.
+const MAX_DIALS_PER_DISCOVERY: usize = 64;
 /// Most peers whose discovered addresses are remembered, for redialling.
 const MAX_KNOWN_PEERS: usize = 4096;
 /// Share of a circuit's duration limit after which a fresh one is opened.
@@ -101,7 +105,7 @@ impl EventLoop {
                 tracing::info!(relay = %rendezvous_node, %ns, ?error, "registration refused; will retry");
             }
             rendezvous::client::Event::Discovered { registrations, .. } => {
-                for registration in registrations {
+                for registration in registrations.into_iter().take(MAX_DIALS_PER_DISCOVERY) {
                     let peer = registration.record.peer_id();
                     let addrs = registration.record.addresses().to_vec();
                     self.discovered(peer, addrs);
@@ -119,12 +123,22 @@ impl EventLoop {
     }
 
     /// A room member found at a relay: remember how to reach it, and dial it.
-    fn discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+    fn discovered(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
         if peer == self.local || addrs.is_empty() {
             return;
         }
+        addrs.truncate(MAX_ADDRS_PER_PEER);
         if self.known_addrs.len() >= MAX_KNOWN_PEERS && !self.known_addrs.contains_key(&peer) {
-            self.known_addrs.clear();
+            // Forget someone not in any room with us, or else anyone.
+            let victim = self
+                .known_addrs
+                .keys()
+                .find(|p| !self.rooms.is_member_anywhere(p))
+                .or_else(|| self.known_addrs.keys().next())
+                .copied();
+            if let Some(v) = victim {
+                self.known_addrs.remove(&v);
+            }
         }
         self.known_addrs.insert(peer, addrs.clone());
         if !self.swarm.is_connected(&peer) {
@@ -218,15 +232,19 @@ impl EventLoop {
             return;
         };
         tracing::info!(%relay, %address, "reachable through relay");
+        let newly_active = !matches!(r.reservation, Reservation::Active(_));
         r.reservation = Reservation::Active(listener);
         let relay = relay.to_string();
         self.swarm.add_external_address(address.clone());
         self.relays.addresses_changed(Instant::now());
-        self.emit(Event::Reservation {
-            relay,
-            addr: address.to_string(),
-            active: true,
-        });
+        // One event per reservation: renewals and further addresses of the relay are no news.
+        if newly_active {
+            self.emit(Event::Reservation {
+                relay,
+                addr: address.to_string(),
+                active: true,
+            });
+        }
     }
 
     pub(super) fn nat_listener_closed(&mut self, listener: ListenerId, addresses: &[Multiaddr]) {
