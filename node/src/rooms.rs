@@ -271,7 +271,12 @@ impl Rooms {
         let mut events = Vec::new();
         let mut beacons = Vec::new();
         for (name, room) in &mut self.rooms {
-            let authors: Vec<PeerId> = room.members.keys().copied().collect();
+            let authors: Vec<PeerId> = room
+                .members
+                .iter()
+                .filter(|(_, m)| m.order.held() > 0)
+                .map(|(p, _)| *p)
+                .collect();
             for author in authors {
                 let released = match room.members.get_mut(&author) {
                     Some(m) if m.order.held() > 0 => m.order.expire(now),

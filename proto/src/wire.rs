@@ -8,9 +8,10 @@
 //! | room_len u8 | room | nick_len u8 | nick | (chat only: text_len u16 | text)
 //! ```
 //!
-//! `session` is chosen at random each time a node starts and `seq` counts the
-//! payloads the author has published to this room in that session, so a
-//! receiver can restore each author's order. Decoding is strict: every field is
+//! `session` is new each time the author joins the room (it grows: unix
+//! milliseconds at start, plus one per join) and `seq` counts the payloads the
+//! author has published to the room in that session, so a receiver can
+//! restore each author's order and refuse replays. Decoding is strict: every field is
 //! validated, and trailing bytes or a non-chat payload with text are refused,
 //! so each payload has exactly one encoding.
 

@@ -33,6 +33,8 @@ const QUIT_GRACE: Duration = Duration::from_millis(400);
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
 /// How far a live payload's timestamp may be from this node's clock.
 const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+/// Most listen addresses kept (relays report circuit addresses too).
+const MAX_LISTEN_ADDRS: usize = 64;
 /// Most peers remembered as seen by mDNS.
 const MAX_MDNS_SEEN: usize = 1024;
 /// Most `/dial`s waiting for their outcome at once.
@@ -284,7 +286,7 @@ impl EventLoop {
         tracing::info!(%address, "listening");
         self.unreported_listeners.remove(&listener);
         self.nat_listen_addr(listener, &address);
-        if !self.listen_addrs.contains(&address) {
+        if !self.listen_addrs.contains(&address) && self.listen_addrs.len() < MAX_LISTEN_ADDRS {
             self.listen_addrs.push(address);
         }
     }

@@ -273,8 +273,15 @@ fn text(s: &str) -> Result<Text, LineError> {
 }
 
 fn count(s: &str) -> Result<u16, LineError> {
-    match s.parse::<u16>() {
-        Ok(n) if (1..=MAX_HISTORY).contains(&n) => Ok(n),
+    if s.split_whitespace().nth(1).is_some() {
+        return Err(LineError::new(
+            ErrorCode::UnexpectedArgument,
+            "/history takes ROOM and N only",
+        ));
+    }
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match s.parse::<u16>().ok().filter(|_| digits) {
+        Some(n) if (1..=MAX_HISTORY).contains(&n) => Ok(n),
         _ => Err(LineError::new(
             ErrorCode::BadCount,
             format!(
@@ -418,6 +425,8 @@ mod tests {
         assert_eq!(code("/history lobby 0"), ErrorCode::BadCount);
         assert_eq!(code("/history lobby 1001"), ErrorCode::BadCount);
         assert_eq!(code("/history lobby x"), ErrorCode::BadCount);
+        assert_eq!(code("/history lobby +5"), ErrorCode::BadCount);
+        assert_eq!(code("/history lobby 5 6"), ErrorCode::UnexpectedArgument);
         assert_eq!(code("/rooms now"), ErrorCode::UnexpectedArgument);
         assert_eq!(code("/"), ErrorCode::UnknownCommand);
     }
