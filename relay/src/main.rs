@@ -128,8 +128,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr through a queue: a stderr nobody reads costs log
+    // lines, never a stalled event loop.
+    let (stderr, _flush_logs_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
