@@ -1,10 +1,12 @@
 //! Palaver's contracts, free of I/O: the validated names every layer shares, the
-//! stdin/stdout line protocol that scripts and bots drive a node with, and the
-//! versioned wire encoding of what nodes gossip to each other.
+//! stdin/stdout line protocol that scripts and bots drive a node with, the
+//! versioned wire encoding of what nodes gossip to each other, and the signed
+//! envelopes that carry it.
 //!
 //! The line protocol is a public contract: once a command or an output field
 //! exists it is extended, never renamed or dropped.
 
+pub mod envelope;
 pub mod line;
 pub mod names;
 pub mod wire;
