@@ -15,7 +15,6 @@ use palaver_proto::line::{Command, Event, Reply};
 use palaver_proto::{ErrorCode, Nick};
 use tokio::sync::{mpsc, oneshot};
 
-pub use behaviour::message_id;
 pub use event_loop::EventLoop;
 
 /// Commands waiting for the event loop; the console waits when it is full.
@@ -78,7 +77,7 @@ pub fn new(
     config: NetworkConfig,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NetworkError> {
     let mdns = config.mdns;
-    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -111,7 +110,7 @@ pub fn new(
     }
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let event_loop = EventLoop::new(swarm, config, listeners, command_rx, event_tx);
+    let event_loop = EventLoop::new(swarm, keypair, config, listeners, command_rx, event_tx);
     Ok((
         Client {
             commands: command_tx,

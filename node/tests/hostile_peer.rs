@@ -17,6 +17,7 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder};
+use palaver_proto::envelope::Envelope;
 use palaver_proto::wire::{Body, Payload};
 use support::{Node, PROMPT};
 use tokio::runtime::Runtime;
@@ -28,6 +29,7 @@ const TOPIC: &str = "palaver/1/room/lobby";
 /// it is given into the lobby topic, with no checks of its own.
 struct RawPeer {
     id: PeerId,
+    key: libp2p::identity::Keypair,
     publish: mpsc::UnboundedSender<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -37,7 +39,8 @@ impl RawPeer {
     fn join(rt: &Runtime, signed: bool, addr: &str, node: &str) -> RawPeer {
         let node: PeerId = node.parse().unwrap();
         let _guard = rt.enter();
-        let mut swarm = SwarmBuilder::with_new_identity()
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
             .with_quic()
             .with_behaviour(|key| {
@@ -86,11 +89,24 @@ impl RawPeer {
         subscribed
             .recv_timeout(PROMPT)
             .expect("the node's subscription reaches the raw peer");
-        RawPeer { id, publish, task }
+        RawPeer {
+            id,
+            key,
+            publish,
+            task,
+        }
     }
 
     fn publish(&self, data: Vec<u8>) {
         self.publish.send(data).unwrap();
+    }
+
+    /// A well-formed chat message, in an envelope this peer signs.
+    fn chat(&self, text: &str, seq: u64) -> Vec<u8> {
+        Envelope::seal(&self.key, chat_payload(text, seq))
+            .unwrap()
+            .as_bytes()
+            .to_vec()
     }
 }
 
@@ -100,7 +116,7 @@ impl Drop for RawPeer {
     }
 }
 
-fn chat(text: &str, seq: u64) -> Vec<u8> {
+fn chat_payload(text: &str, seq: u64) -> Payload {
     Payload {
         room: "lobby".parse().unwrap(),
         nick: "raw".parse().unwrap(),
@@ -112,7 +128,6 @@ fn chat(text: &str, seq: u64) -> Vec<u8> {
         seq,
         body: Body::Chat(text.parse().unwrap()),
     }
-    .encode()
 }
 
 /// The node's score of `peer`, as `/peers` reports it.
@@ -150,34 +165,43 @@ fn garbage_unsigned_and_oversized_gossip_is_refused_and_the_node_keeps_deliverin
 
     // Victor is a well-behaved raw peer: the control that such a peer is heard.
     let victor = RawPeer::join(&rt, true, &quic, &a.peer_id);
-    victor.publish(chat("victor is heard", 0));
+    victor.publish(victor.chat("victor is heard", 0));
     a.wait_for("victor's message", PROMPT, |v| {
         v["event"] == "message" && v["text"] == "victor is heard"
     });
     assert!(score(&mut a, &victor.id).unwrap() >= 0.0);
 
-    // Mallory signs her messages, but they are garbage or name another room.
+    // Mallory signs her messages, but they are garbage, name another room,
+    // carry someone else's envelope as hers, or had their text altered.
     let mallory = RawPeer::join(&rt, true, &quic, &a.peer_id);
-    let mut other_room = Payload::decode(&chat("wrong room", 0)).unwrap();
+    let mut other_room = chat_payload("wrong room", 0);
     other_room.room = "elsewhere".parse().unwrap();
+    let mut altered = mallory.chat("pay 10", 7);
+    let at = altered.windows(6).position(|w| w == b"pay 10").unwrap();
+    altered[at + 4] = b'9';
     for garbage in [
         b"\x01garbage".to_vec(),
         vec![1; 64],
-        other_room.encode(),
-        [chat("trailing", 3), vec![0]].concat(),
+        Envelope::seal(&mallory.key, other_room)
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+        [mallory.chat("trailing", 3), vec![0]].concat(),
+        victor.chat("victor's words, mallory's publication", 5),
+        altered,
     ] {
         mallory.publish(garbage);
     }
     // The node scores her down until it ignores her…
     wait_for_score_below(&mut a, &mallory.id, -80.0);
     // …so that not even a well-formed message is taken from her now.
-    mallory.publish(chat("mallory after garbage", 1));
+    mallory.publish(mallory.chat("mallory after garbage", 1));
 
     // Oscar sends a message far over the size limit; Trudy does not sign at all.
     let oscar = RawPeer::join(&rt, true, &quic, &a.peer_id);
     oscar.publish(vec![b'x'; 200_000]);
     let trudy = RawPeer::join(&rt, false, &quic, &a.peer_id);
-    trudy.publish(chat("unsigned", 0));
+    trudy.publish(trudy.chat("unsigned", 0));
 
     // Honest traffic still flows both ways, several rounds after the attacks.
     for i in 0..5 {

@@ -6,7 +6,7 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    PeerId, autonat, connection_limits, dcutr, gossipsub, identify, mdns, ping, relay, rendezvous,
+    autonat, connection_limits, dcutr, gossipsub, identify, mdns, ping, relay, rendezvous,
 };
 use sha2::{Digest, Sha256};
 
@@ -91,15 +91,10 @@ impl Behaviour {
     }
 }
 
-/// The id of a published message: a hash of its author and its bytes, so the
-/// same content from the same author is one message however it travels.
-pub fn message_id(source: Option<&PeerId>, data: &[u8]) -> gossipsub::MessageId {
-    let mut h = Sha256::new();
-    if let Some(s) = source {
-        h.update(s.to_bytes());
-    }
-    h.update(data);
-    gossipsub::MessageId::new(&h.finalize()[..16])
+/// The id of a published message: a hash of its bytes (a signed envelope, so
+/// the author is part of them), the same as [`palaver_proto::envelope::Envelope::id`].
+pub fn message_id(data: &[u8]) -> gossipsub::MessageId {
+    gossipsub::MessageId::new(&Sha256::digest(data)[..16])
 }
 
 fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
@@ -107,7 +102,7 @@ fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
-        .message_id_fn(|m: &gossipsub::Message| message_id(m.source.as_ref(), &m.data))
+        .message_id_fn(|m: &gossipsub::Message| message_id(&m.data))
         .max_transmit_size(MAX_TRANSMIT_BYTES)
         .heartbeat_interval(Duration::from_millis(700))
         // A room may be small: graft whoever is there.

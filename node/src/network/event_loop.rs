@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
+use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, mdns};
+use palaver_proto::envelope::{Envelope, EnvelopeError};
 use palaver_proto::line::{Command, Event, Reply};
-use palaver_proto::wire::{Body, Payload};
-use palaver_proto::{ErrorCode, Nick};
+use palaver_proto::wire::Body;
+use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent, room_of};
@@ -31,6 +33,8 @@ const TICK: Duration = Duration::from_millis(250);
 const QUIT_GRACE: Duration = Duration::from_millis(400);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
+/// Most gossip messages being verified at once; more are ignored.
+const MAX_VERIFYING: usize = 1024;
 /// How far a live payload's timestamp may be from this node's clock.
 const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Most listen addresses kept (relays report circuit addresses too).
@@ -41,6 +45,15 @@ const MAX_MDNS_SEEN: usize = 1024;
 const MAX_PENDING_DIALS: usize = 64;
 
 type Responder = oneshot::Sender<Reply>;
+
+/// A gossip message whose envelope was checked off the event loop.
+struct Verified {
+    id: gossipsub::MessageId,
+    from: PeerId,
+    source: PeerId,
+    room: RoomName,
+    envelope: Result<Envelope, EnvelopeError>,
+}
 
 #[derive(Debug)]
 struct Shutdown {
@@ -53,6 +66,11 @@ struct Shutdown {
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     local: PeerId,
+    /// Signs this node's envelopes.
+    keypair: Keypair,
+    verified_tx: mpsc::Sender<Verified>,
+    verified_rx: mpsc::Receiver<Verified>,
+    verifying: usize,
     commands: mpsc::Receiver<(Command, Responder)>,
     commands_closed: bool,
     events: mpsc::Sender<Event>,
@@ -90,6 +108,7 @@ impl std::fmt::Debug for EventLoop {
 impl EventLoop {
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
+        keypair: Keypair,
         config: NetworkConfig,
         listeners: Vec<ListenerId>,
         commands: mpsc::Receiver<(Command, Responder)>,
@@ -97,8 +116,13 @@ impl EventLoop {
     ) -> Self {
         let local = *swarm.local_peer_id();
         let now = Instant::now();
+        let (verified_tx, verified_rx) = mpsc::channel(MAX_VERIFYING);
         Self {
             local,
+            keypair,
+            verified_tx,
+            verified_rx,
+            verifying: 0,
             commands,
             commands_closed: false,
             events,
@@ -137,6 +161,7 @@ impl EventLoop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv(), if !self.commands_closed => self.on_command(command),
+                Some(verified) = self.verified_rx.recv() => self.on_verified(verified),
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -330,57 +355,96 @@ impl EventLoop {
         }
     }
 
+    /// A gossip message arrived: its envelope is verified off the event loop
+    /// (signature checks are the costly part), and judged in [`Self::on_verified`].
     fn on_gossip_message(
         &mut self,
         from: PeerId,
         id: gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
-        let verdict = self.check(&message);
-        let acceptance = match &verdict {
-            Ok(_) => gossipsub::MessageAcceptance::Accept,
-            Err(a) => *a,
+        use gossipsub::MessageAcceptance::{Ignore, Reject};
+        let (Some(source), Some(room)) = (message.source, room_of(&message.topic)) else {
+            return self.judge(&id, &from, Reject);
         };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &from, acceptance);
-        if let Ok((author, payload)) = verdict {
-            let events = self
-                .rooms
-                .on_payload(author, hex(&id.0), payload, Instant::now());
-            self.emit_all(events);
+        if self.verifying >= MAX_VERIFYING {
+            tracing::debug!("too many messages waiting for verification; ignoring one");
+            return self.judge(&id, &from, Ignore);
+        }
+        self.verifying += 1;
+        let done = self.verified_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let envelope = Envelope::open(&message.data);
+            // Never blocks: at most MAX_VERIFYING are under way, the channel holds that many.
+            let _ = done.blocking_send(Verified {
+                id,
+                from,
+                source,
+                room,
+                envelope,
+            });
+        });
+    }
+
+    fn on_verified(&mut self, v: Verified) {
+        self.verifying = self.verifying.saturating_sub(1);
+        match self.check(v.source, &v.room, v.envelope) {
+            Ok(envelope) => {
+                self.judge(&v.id, &v.from, gossipsub::MessageAcceptance::Accept);
+                let author = envelope.author();
+                let id = envelope.id();
+                let payload = envelope.payload().clone();
+                let events = self.rooms.on_payload(author, id, payload, Instant::now());
+                self.emit_all(events);
+            }
+            Err(acceptance) => self.judge(&v.id, &v.from, acceptance),
         }
     }
 
-    /// Decides whether a gossip message is forwarded (Accept), dropped
-    /// (Ignore) or held against the peer that sent it (Reject).
+    fn judge(
+        &mut self,
+        id: &gossipsub::MessageId,
+        from: &PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    ) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, from, acceptance);
+    }
+
+    /// Decides whether a verified gossip message is forwarded (Accept),
+    /// dropped (Ignore) or held against the peer that sent it (Reject).
     fn check(
         &self,
-        message: &gossipsub::Message,
-    ) -> Result<(PeerId, Payload), gossipsub::MessageAcceptance> {
+        source: PeerId,
+        room: &RoomName,
+        envelope: Result<Envelope, EnvelopeError>,
+    ) -> Result<Envelope, gossipsub::MessageAcceptance> {
         use gossipsub::MessageAcceptance::{Ignore, Reject};
-        let (Some(author), Some(room)) = (message.source, room_of(&message.topic)) else {
-            return Err(Reject);
-        };
-        let payload = Payload::decode(&message.data).map_err(|e| {
-            tracing::debug!(%author, "undecodable payload: {e}");
+        let envelope = envelope.map_err(|e| {
+            tracing::debug!(%source, "envelope refused: {e}");
             if e.is_malformed() { Reject } else { Ignore }
         })?;
-        if payload.room != room {
-            tracing::debug!(%author, "payload names another room than its topic");
+        if envelope.author() != source {
+            tracing::debug!(%source, author = %envelope.author(), "published someone else's envelope");
             return Err(Reject);
         }
-        if author == self.local || !self.rooms.is_joined(&room) {
+        let payload = envelope.payload();
+        if payload.room != *room {
+            tracing::debug!(%source, "payload names another room than its topic");
+            return Err(Reject);
+        }
+        if source == self.local || !self.rooms.is_joined(room) {
             return Err(Ignore);
         }
         // Live gossip is fresh: an old payload can only be a replay (history
         // comes by catch-up, not gossip). Clocks may differ by a few minutes.
         if unix_ms().abs_diff(payload.ts) > MAX_CLOCK_SKEW_MS {
-            tracing::debug!(%author, ts = payload.ts, "stale or future payload");
+            tracing::debug!(%source, ts = payload.ts, "stale or future payload");
             return Err(Ignore);
         }
-        Ok((author, payload))
+        Ok(envelope)
     }
 
     fn on_mdns(&mut self, event: mdns::Event) {
@@ -461,10 +525,6 @@ impl EventLoop {
             .map(|a| self.with_p2p(a).to_string())
             .collect()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn truncate(s: &str, max: usize) -> &str {

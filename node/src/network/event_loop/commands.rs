@@ -4,14 +4,15 @@ use std::time::{Duration, Instant};
 
 use libp2p::swarm::DialError;
 use libp2p::{Multiaddr, gossipsub};
+use palaver_proto::envelope::Envelope;
 use palaver_proto::line::{ChatMessage, Command, Reply};
 use palaver_proto::wire::Body;
 use palaver_proto::{ErrorCode, Nick, RoomName, Text};
 
-use super::super::behaviour::{self, message_id, topic};
+use super::super::behaviour::{self, topic};
 use super::super::connections::{dial_opts, peer_of};
 use super::super::unix_ms;
-use super::{EventLoop, MAX_PENDING_DIALS, QUIT_GRACE, Responder, Shutdown, hex, truncate};
+use super::{EventLoop, MAX_PENDING_DIALS, QUIT_GRACE, Responder, Shutdown, truncate};
 use crate::rooms::JoinError;
 
 impl EventLoop {
@@ -173,12 +174,17 @@ impl EventLoop {
         &mut self,
         room: &RoomName,
         body: Body,
-    ) -> Result<(String, usize, u64), gossipsub::PublishError> {
+    ) -> Result<(String, usize, u64), String> {
         let Some(payload) = self.rooms.outgoing(room, &self.nick, body, unix_ms()) else {
-            return Err(gossipsub::PublishError::NoPeersSubscribedToTopic);
+            return Err(format!("not in room {room}"));
         };
-        let data = payload.encode();
-        let id = hex(&message_id(Some(&self.local), &data).0);
+        let ts = payload.ts;
+        let envelope = Envelope::seal(&self.keypair, payload).map_err(|e| {
+            tracing::warn!(%room, "cannot sign: {e}");
+            e.to_string()
+        })?;
+        let id = envelope.id();
+        let data = envelope.as_bytes().to_vec();
         let topic = topic(room);
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         let peers = gossipsub
@@ -188,19 +194,19 @@ impl EventLoop {
         match gossipsub.publish(topic, data) {
             Ok(_) => {
                 self.rooms.published(room, Instant::now());
-                Ok((id, peers, payload.ts))
+                Ok((id, peers, ts))
             }
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok((id, 0, payload.ts)),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok((id, 0, ts)),
             Err(gossipsub::PublishError::AllQueuesFull(_)) => {
                 // Kept in gossipsub's cache, it still spreads by gossip: it is
                 // published, only late, so its sequence number is used.
                 self.rooms.published(room, Instant::now());
                 tracing::warn!(%room, "every peer's send queue is full; the message goes out by gossip");
-                Ok((id, peers, payload.ts))
+                Ok((id, peers, ts))
             }
             Err(e) => {
                 tracing::warn!(%room, "publish failed: {e}");
-                Err(e)
+                Err(e.to_string())
             }
         }
     }
