@@ -5,8 +5,11 @@ pub mod console;
 pub mod data_dir;
 pub mod network;
 pub mod rooms;
+pub mod store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use age::secrecy::SecretString;
 
 use libp2p::Multiaddr;
 use palaver_proto::Nick;
@@ -14,13 +17,22 @@ use palaver_proto::line::Command;
 
 use crate::data_dir::{DataDir, DataDirError};
 use crate::network::{NetworkConfig, NetworkError};
+use crate::store::key_file::{self, KeyFileError};
+use crate::store::{Store, StoreError};
+
+pub use crate::store::key_file::DEFAULT_LOG_N;
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the identity (and later the history) lives.
+    /// Where the keys and the history live.
     pub data_dir: PathBuf,
-    /// Display name; a name derived from the peer id when absent.
+    /// Unlocks the key file (and protects it when it is created).
+    pub passphrase: SecretString,
+    /// scrypt cost (log2 N) of a key file created now.
+    pub kdf_log_n: u8,
+    /// Display name; the one saved from the last run, or a name derived
+    /// from the peer id, when absent.
     pub nick: Option<Nick>,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
@@ -46,23 +58,74 @@ pub enum Error {
     DataDir(#[from] DataDirError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    Keys(#[from] KeyFileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Whether `data_dir` already holds a key file (so a passphrase prompt
+/// asks once, not twice for a new one).
+pub fn has_keys(data_dir: &Path) -> bool {
+    data_dir.join(key_file::KEY_FILE).exists()
+}
+
+/// Re-encrypts the key file in `data_dir` under a new passphrase. The data
+/// dir must not be in use.
+pub async fn change_passphrase(
+    data_dir: &Path,
+    old: SecretString,
+    new: SecretString,
+    kdf_log_n: u8,
+) -> Result<(), Error> {
+    let dir = DataDir::open(data_dir)?;
+    let path = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || key_file::change_passphrase(&path, &old, &new, kdf_log_n))
+        .await
+        .map_err(|e| Error::Startup(e.to_string()))??;
+    drop(dir);
+    Ok(())
 }
 
 /// Runs a node until it is told to quit.
 pub async fn run(config: Config) -> Result<(), Error> {
     let data_dir = DataDir::open(&config.data_dir)?;
-    let keypair = data_dir.identity()?;
+    let path = data_dir.path().to_owned();
+    let (passphrase, log_n) = (config.passphrase.clone(), config.kdf_log_n);
+    // scrypt takes a second by design, and RocksDB reads its log: off the runtime.
+    let (keys, store, saved) = tokio::task::spawn_blocking(move || {
+        let (keys, created) = key_file::open_or_create(&path, &passphrase, log_n)?;
+        if created {
+            tracing::info!("created a new identity and key file");
+        }
+        let store = Store::open(&path, &keys)?;
+        let saved = store.load_state().unwrap_or_else(|e| {
+            tracing::warn!("starting without the saved rooms and nick: {e}");
+            Default::default()
+        });
+        Ok::<_, Error>((keys, store, saved))
+    })
+    .await
+    .map_err(|e| Error::Startup(e.to_string()))??;
+    let keypair = keys.keypair;
     let peer_id = keypair.public().to_peer_id();
     let nick = config
         .nick
         .clone()
+        .or(saved.nick)
         .unwrap_or_else(|| default_nick(&peer_id.to_string()));
     tracing::info!(%peer_id, data_dir = %data_dir.path().display(), "starting");
+    let (store, store_thread) = store::worker::spawn(store)
+        .map_err(|e| Error::Startup(format!("cannot start the store thread: {e}")))?;
     let network = NetworkConfig {
         nick,
         listen: config.listen,
         bootstrap: config.bootstrap,
         mdns: config.mdns,
+        store,
+        rooms: saved.rooms,
     };
     let (client, events, event_loop) = network::new(keypair, network)?;
     let event_loop = tokio::spawn(event_loop.run());
@@ -70,6 +133,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
     console::run(client, events, config.json).await;
     if let Err(e) = event_loop.await {
         tracing::error!("the network task failed: {e}");
+    }
+    // The event loop is gone, and with it the last store handle: the store
+    // thread finishes what was queued and closes the database.
+    if tokio::task::spawn_blocking(move || store_thread.join())
+        .await
+        .is_err()
+    {
+        tracing::error!("the store thread failed");
     }
     drop(data_dir);
     Ok(())

@@ -4,26 +4,50 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use age::secrecy::{ExposeSecret, SecretString};
+use clap::{Parser, Subcommand};
 use libp2p::Multiaddr;
 use palaver_node::Config;
 use palaver_proto::Nick;
+
+/// Where a passphrase may come from when no file is given.
+const PASSPHRASE_ENV: &str = "PALAVER_PASSPHRASE";
+const NEW_PASSPHRASE_ENV: &str = "PALAVER_NEW_PASSPHRASE";
 
 /// Palaver: peer-to-peer chat rooms. Type /join ROOM, then type to talk.
 ///
 /// Reads one command per line on stdin and writes replies and events on
 /// stdout (see README.md for the line protocol); logs go to stderr
 /// (RUST_LOG=debug for more).
+///
+/// The keys and history in the data dir are encrypted with a passphrase:
+/// from --passphrase-file, else the PALAVER_PASSPHRASE environment variable,
+/// else asked for when stdin is a terminal.
 #[derive(Debug, Parser)]
 #[command(name = "node", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Action>,
+
+    /// File whose content (one trailing newline ignored) is the passphrase
+    /// [env PALAVER_PASSPHRASE holds the passphrase itself, when no file is given].
+    #[arg(long, env = "PALAVER_PASSPHRASE_FILE", global = true)]
+    passphrase_file: Option<PathBuf>,
+
+    /// scrypt cost (log2 N, 1-22) for a key file created or re-encrypted
+    /// now: 18 takes about a second and 256 MiB, which is the point; low
+    /// values are for tests only.
+    #[arg(long, env = "PALAVER_KDF_LOG_N", default_value_t = palaver_node::DEFAULT_LOG_N,
+          value_parser = clap::value_parser!(u8).range(1..=22), global = true)]
+    kdf_log_n: u8,
+
     /// Display name (1-32 characters); default: anon- and the end of the peer id.
     #[arg(long, env = "PALAVER_NICK")]
     nick: Option<Nick>,
 
-    /// Directory for the node's identity and history [default: the platform's
+    /// Directory for the node's keys and history [default: the platform's
     /// data directory, e.g. ~/.local/share/palaver].
-    #[arg(long, env = "PALAVER_DATA_DIR")]
+    #[arg(long, env = "PALAVER_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
 
     /// Address to listen on (repeatable; env: comma-separated)
@@ -43,6 +67,52 @@ struct Cli {
     /// Do not discover peers on the local network with mDNS.
     #[arg(long, env = "PALAVER_NO_MDNS")]
     no_mdns: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Change the passphrase of the data dir's keys (the node must not be
+    /// running). A crash during the change leaves the old or the new one working.
+    Passwd {
+        /// File holding the new passphrase [env PALAVER_NEW_PASSPHRASE holds
+        /// the new passphrase itself; else it is asked for twice on the terminal].
+        #[arg(long, env = "PALAVER_NEW_PASSPHRASE_FILE")]
+        new_passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// The passphrase from a file, an environment variable, or the terminal.
+fn read_passphrase(
+    file: Option<&PathBuf>,
+    env: &str,
+    prompt: &str,
+    confirm: bool,
+) -> Result<SecretString, String> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read passphrase file {}: {e}", file.display()))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        return Ok(SecretString::from(text.to_owned()));
+    }
+    if let Ok(value) = std::env::var(env) {
+        return Ok(SecretString::from(value));
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(format!(
+            "no passphrase: pass --passphrase-file FILE or set {env} (stdin is not a terminal to ask on)"
+        ));
+    }
+    let first = rpassword::prompt_password(prompt)
+        .map_err(|e| format!("cannot read the passphrase: {e}"))?;
+    if confirm {
+        let again = rpassword::prompt_password("again: ")
+            .map_err(|e| format!("cannot read the passphrase: {e}"))?;
+        if again != first {
+            return Err("the two passphrases differ".into());
+        }
+    }
+    Ok(SecretString::from(first))
 }
 
 fn main() -> ExitCode {
@@ -65,18 +135,6 @@ fn main() -> ExitCode {
         eprintln!("node: no data directory: pass --data-dir DIR");
         return ExitCode::from(2);
     };
-    let config = Config {
-        data_dir,
-        nick: cli.nick,
-        listen: if cli.listen.is_empty() {
-            Config::default_listen()
-        } else {
-            cli.listen
-        },
-        bootstrap: cli.bootstrap,
-        json: cli.json,
-        mdns: !cli.no_mdns,
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,6 +144,81 @@ fn main() -> ExitCode {
             eprintln!("node: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let exists = palaver_node::has_keys(&data_dir);
+    let prompt = if exists {
+        format!("passphrase for {}: ", data_dir.display())
+    } else {
+        format!("new passphrase for {}: ", data_dir.display())
+    };
+    let passphrase = match read_passphrase(
+        cli.passphrase_file.as_ref(),
+        PASSPHRASE_ENV,
+        &prompt,
+        !exists,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Action::Passwd {
+        new_passphrase_file,
+    }) = cli.command
+    {
+        if !exists {
+            eprintln!(
+                "node: no key file in {}: nothing to change",
+                data_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        let new = match read_passphrase(
+            new_passphrase_file.as_ref(),
+            NEW_PASSPHRASE_ENV,
+            "new passphrase: ",
+            true,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("node: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if new.expose_secret() == passphrase.expose_secret() {
+            eprintln!("node: the new passphrase is the old one");
+            return ExitCode::from(2);
+        }
+        return match runtime.block_on(palaver_node::change_passphrase(
+            &data_dir,
+            passphrase,
+            new,
+            cli.kdf_log_n,
+        )) {
+            Ok(()) => {
+                eprintln!("node: passphrase changed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("node: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = Config {
+        data_dir,
+        passphrase,
+        kdf_log_n: cli.kdf_log_n,
+        nick: cli.nick,
+        listen: if cli.listen.is_empty() {
+            Config::default_listen()
+        } else {
+            cli.listen
+        },
+        bootstrap: cli.bootstrap,
+        json: cli.json,
+        mdns: !cli.no_mdns,
     };
     match runtime.block_on(palaver_node::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,8 +3,10 @@
 //! (commands with one-shot replies) and reads the [`Event`]s it emits.
 
 mod behaviour;
+mod catch_up;
 mod connections;
 mod event_loop;
+mod history_codec;
 mod relays;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,10 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, SwarmBuilder, noise, tcp, yamux};
 use palaver_proto::line::{Command, Event, Reply};
-use palaver_proto::{ErrorCode, Nick};
+use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
 pub use event_loop::EventLoop;
+
+use crate::store::worker::StoreHandle;
 
 /// Commands waiting for the event loop; the console waits when it is full.
 const COMMAND_QUEUE: usize = 256;
@@ -31,6 +35,10 @@ pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
+    /// Where messages are kept; nothing is shown before it is stored.
+    pub store: StoreHandle,
+    /// Rooms to join again at start (the ones joined when the node last ran).
+    pub rooms: Vec<RoomName>,
 }
 
 /// Why the network could not start.

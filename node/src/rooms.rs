@@ -1,15 +1,15 @@
 //! The chat state of a node, free of I/O: which rooms it is in, who is present
-//! in each, each author's order, recent history and when to send presence
+//! in each, each author's order, and when to send presence
 //! beacons. The network event loop feeds it decoded payloads and the time, and
 //! turns what it returns into events and publications.
 
 mod ordering;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use palaver_proto::line::{ChatMessage, Event, LeaveReason, MAX_HISTORY, Member};
+use palaver_proto::line::{ChatMessage, Event, LeaveReason, Member};
 use palaver_proto::wire::{Body, Payload};
 use palaver_proto::{Nick, RoomName};
 
@@ -52,7 +52,6 @@ struct Room {
     session: u64,
     /// Sequence number of this node's next payload in the room.
     next_seq: u64,
-    history: VecDeque<ChatMessage>,
     last_beacon: Instant,
     next_beacon: Instant,
 }
@@ -122,7 +121,6 @@ impl Rooms {
                 members: HashMap::new(),
                 session: self.last_session,
                 next_seq: 0,
-                history: VecDeque::new(),
                 last_beacon: now,
                 next_beacon: now + BEACON_INTERVAL,
             },
@@ -159,13 +157,6 @@ impl Rooms {
             r.next_seq += 1;
             r.last_beacon = now;
             r.next_beacon = now + BEACON_INTERVAL;
-        }
-    }
-
-    /// Keeps one of this node's own messages in the room's history.
-    pub fn record_own(&mut self, message: ChatMessage) {
-        if let Some(r) = self.rooms.get_mut(&message.room) {
-            push_history(&mut r.history, message);
         }
     }
 
@@ -330,24 +321,19 @@ impl Rooms {
         Some(members)
     }
 
-    /// The last `limit` messages of `room`, oldest first.
-    pub fn history(&self, room: &RoomName, limit: usize) -> Option<Vec<ChatMessage>> {
-        let r = self.rooms.get(room)?;
-        let skip = r.history.len().saturating_sub(limit);
-        Some(r.history.iter().skip(skip).cloned().collect())
+    /// The joined rooms `peer` is present in.
+    pub fn rooms_of_member(&self, peer: &PeerId) -> Vec<RoomName> {
+        self.rooms
+            .iter()
+            .filter(|(_, r)| r.members.contains_key(peer))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 }
 
 fn hurry_beacon(room: &mut Room, now: Instant) {
     let soon = (now + BEACON_HURRY_DELAY).max(room.last_beacon + BEACON_MIN_GAP);
     room.next_beacon = room.next_beacon.min(soon);
-}
-
-fn push_history(history: &mut VecDeque<ChatMessage>, message: ChatMessage) {
-    if history.len() >= usize::from(MAX_HISTORY) {
-        history.pop_front();
-    }
-    history.push_back(message);
 }
 
 /// Processes one payload in its author's order.
@@ -375,7 +361,6 @@ fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -
                 ts: payload.ts,
                 replay: false,
             };
-            push_history(&mut room.history, message.clone());
             return vec![Event::Message(message)];
         }
     };
@@ -452,7 +437,6 @@ mod tests {
         );
         let ev = rooms.on_payload(bob, "a".into(), chat(1, "one"), now);
         assert_eq!(texts(&ev), ["one", "two"]);
-        assert_eq!(rooms.history(&room(), 10).unwrap().len(), 2);
     }
 
     #[test]
@@ -596,15 +580,11 @@ mod tests {
     }
 
     #[test]
-    fn history_keeps_the_newest_messages() {
+    fn members_are_listed_by_the_rooms_they_are_in() {
         let (mut rooms, bob, now) = setup();
-        for seq in 0..1005 {
-            rooms.on_payload(bob, format!("{seq}"), chat(seq, &format!("m{seq}")), now);
-        }
-        let h = rooms.history(&room(), 1000).unwrap();
-        assert_eq!(h.len(), 1000);
-        assert_eq!(h[0].text.as_str(), "m5");
-        assert_eq!(rooms.history(&room(), 2).unwrap()[1].text.as_str(), "m1004");
+        assert!(rooms.rooms_of_member(&bob).is_empty());
+        rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
+        assert_eq!(rooms.rooms_of_member(&bob), vec![room()]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn the_identity_survives_a_restart_and_a_second_process_is_refused() {
     let second = Command::new(env!("CARGO_BIN_EXE_node"))
         .args(["--json", "--no-mdns", "--data-dir"])
         .arg(&dir)
+        .env("PALAVER_PASSPHRASE", support::PASSPHRASE)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -115,6 +116,8 @@ fn without_json_a_person_reads_plain_text() {
             "--data-dir",
         ])
         .arg(&dir)
+        .env("PALAVER_PASSPHRASE", support::PASSPHRASE)
+        .env("PALAVER_KDF_LOG_N", support::TEST_KDF_LOG_N)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -167,12 +167,24 @@ impl Envelope {
 
     /// The envelope's id: a hash of all its bytes, hex.
     pub fn id(&self) -> String {
-        Sha256::digest(&self.bytes)
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex_id(&self.id_bytes())
     }
+
+    /// The envelope's id as bytes: the first 16 bytes of SHA-256 over all its bytes.
+    pub fn id_bytes(&self) -> MessageId {
+        let digest = Sha256::digest(&self.bytes);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        id
+    }
+}
+
+/// An envelope id: 16 bytes of SHA-256 over the envelope.
+pub type MessageId = [u8; 16];
+
+/// An envelope id as the line protocol shows it (lowercase hex).
+pub fn hex_id(id: &MessageId) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn signed_message(bytes: &[u8]) -> Vec<u8> {

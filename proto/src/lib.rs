@@ -1,12 +1,13 @@
 //! Palaver's contracts, free of I/O: the validated names every layer shares, the
 //! stdin/stdout line protocol that scripts and bots drive a node with, the
 //! versioned wire encoding of what nodes gossip to each other, and the signed
-//! envelopes that carry it.
+//! envelopes that carry it, and the catch-up protocol that exchanges history.
 //!
 //! The line protocol is a public contract: once a command or an output field
 //! exists it is extended, never renamed or dropped.
 
 pub mod envelope;
+pub mod history;
 pub mod line;
 pub mod names;
 pub mod wire;

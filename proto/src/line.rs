@@ -52,6 +52,10 @@ pub enum ErrorCode {
     DialFailed,
     /// The node is shutting down or hit an internal fault.
     Internal,
+    /// The history store failed (a full disk, say); nothing was sent.
+    Storage,
+    /// The node has too much work queued; try again shortly.
+    Busy,
 }
 
 impl ErrorCode {
@@ -75,6 +79,8 @@ impl ErrorCode {
             Self::TooManyRooms => "too_many_rooms",
             Self::DialFailed => "dial_failed",
             Self::Internal => "internal",
+            Self::Storage => "storage",
+            Self::Busy => "busy",
         }
     }
 }

@@ -84,6 +84,12 @@ pub enum WireError {
     },
     #[error("{0} is not UTF-8")]
     NotUtf8(&'static str),
+    #[error("{count} {what}, more than the {max} allowed")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
 }
 
 impl WireError {
@@ -174,10 +180,10 @@ impl Payload {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.0.len() < n {
             return Err(WireError::Truncated);
         }
@@ -186,22 +192,22 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, WireError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_be_bytes(a))
     }
 
-    fn str(&mut self, n: usize, field: &'static str) -> Result<&'a str, WireError> {
+    pub(crate) fn str(&mut self, n: usize, field: &'static str) -> Result<&'a str, WireError> {
         std::str::from_utf8(self.take(n)?).map_err(|_| WireError::NotUtf8(field))
     }
 }

@@ -6,8 +6,12 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    autonat, connection_limits, dcutr, gossipsub, identify, mdns, ping, relay, rendezvous,
+    StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, mdns, ping, relay,
+    rendezvous, request_response,
 };
+use palaver_proto::history;
+
+use super::history_codec::HistoryCodec;
 use sha2::{Digest, Sha256};
 
 /// The protocol version identify announces.
@@ -28,7 +32,14 @@ pub struct Behaviour {
     pub dcutr: dcutr::Behaviour,
     pub rendezvous: rendezvous::client::Behaviour,
     pub autonat: autonat::Behaviour,
+    /// Catch-up: `/palaver/history/1`.
+    pub history: request_response::Behaviour<HistoryCodec>,
 }
+
+/// How long one catch-up request may take.
+const HISTORY_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Catch-up streams open at once on one connection, each way.
+const HISTORY_STREAMS_PER_CONNECTION: usize = 4;
 
 /// Why the behaviour could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +98,16 @@ impl Behaviour {
                     ..Default::default()
                 },
             ),
+            history: request_response::Behaviour::with_codec(
+                HistoryCodec,
+                [(
+                    StreamProtocol::new(history::PROTOCOL),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(HISTORY_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(HISTORY_STREAMS_PER_CONNECTION),
+            ),
         })
     }
 }
@@ -127,6 +148,9 @@ fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
 fn peer_score_params() -> gossipsub::PeerScoreParams {
     gossipsub::PeerScoreParams {
         ip_colocation_factor_weight: 0.0,
+        // The application score counts envelopes a peer served by catch-up
+        // that failed verification (-1 each): from the ninth it is graylisted.
+        app_specific_weight: 10.0,
         // Good behaviour earns little, so it cannot buy room for much bad behaviour.
         topic_score_cap: 50.0,
         ..Default::default()

@@ -19,18 +19,25 @@ use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent, room_of};
+use super::catch_up::CatchUps;
 use super::connections::{Bootstrap, Connections, dial_opts, peer_of};
 use super::relays::Relays;
 use super::{NetworkConfig, unix_ms};
 use crate::rooms::Rooms;
+use crate::store::worker::StoreHandle;
 
 mod commands;
+mod history;
 mod nat;
+
+use history::Done;
 
 /// How often timers (beacons, timeouts, redials, gaps) are looked at.
 const TICK: Duration = Duration::from_millis(250);
 /// How long the node keeps running after `/quit`, so its goodbyes go out.
 const QUIT_GRACE: Duration = Duration::from_millis(400);
+/// Longest a quitting node waits for its own messages to be stored.
+const STORE_GRACE: Duration = Duration::from_secs(5);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
 /// Most gossip messages being verified at once; more are ignored.
@@ -95,6 +102,21 @@ pub struct EventLoop {
     /// When a fresh circuit to each peer was last opened.
     circuit_refreshed: HashMap<PeerId, Instant>,
     shutdown: Option<Shutdown>,
+    /// The history store (its own thread).
+    store: StoreHandle,
+    /// Rooms to join again at start.
+    rejoin: Vec<RoomName>,
+    /// What the store thread finished. Bounded by what may be under way:
+    /// [`crate::store::worker::QUEUE`] jobs, each with one answer.
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    catch_ups: CatchUps,
+    /// Catch-up requests being answered.
+    serving: usize,
+    /// Own messages handed to the store, not yet replied to.
+    storing_own: usize,
+    /// Application-score points peers lost for catch-up pages that failed verification.
+    penalties: HashMap<PeerId, f64>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -117,7 +139,16 @@ impl EventLoop {
         let local = *swarm.local_peer_id();
         let now = Instant::now();
         let (verified_tx, verified_rx) = mpsc::channel(MAX_VERIFYING);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
+            store: config.store,
+            rejoin: config.rooms,
+            done_tx,
+            done_rx,
+            catch_ups: CatchUps::default(),
+            serving: 0,
+            storing_own: 0,
+            penalties: HashMap::new(),
             local,
             keypair,
             verified_tx,
@@ -149,10 +180,18 @@ impl EventLoop {
     /// Runs until `/quit`, or until every [`super::Client`] is gone.
     pub async fn run(mut self) {
         self.wait_for_listeners().await;
+        let mut rooms = Vec::new();
+        for room in std::mem::take(&mut self.rejoin) {
+            match self.join(room.clone()) {
+                Ok(_) => rooms.push(room),
+                Err(e) => tracing::warn!(%room, "cannot join again: {e:?}"),
+            }
+        }
         let ready = Event::Ready {
             peer_id: self.local.to_string(),
             nick: self.nick.clone(),
             listen: self.listen_addrs_p2p(),
+            rooms,
         };
         self.emit(ready);
         let mut tick = tokio::time::interval(TICK);
@@ -162,6 +201,7 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv(), if !self.commands_closed => self.on_command(command),
                 Some(verified) = self.verified_rx.recv() => self.on_verified(verified),
+                Some(done) = self.done_rx.recv() => self.on_done(done),
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -183,10 +223,13 @@ impl EventLoop {
         }
     }
 
+    /// Quitting is done once the goodbyes had their grace, and every own
+    /// message being stored got its reply (or a few seconds passed).
     fn finished(&self) -> bool {
+        let now = Instant::now();
         self.shutdown
             .as_ref()
-            .is_some_and(|s| Instant::now() >= s.at)
+            .is_some_and(|s| now >= s.at && (self.storing_own == 0 || now >= s.at + STORE_GRACE))
     }
 
     /// Hands an event to the console without ever waiting for it.
@@ -202,12 +245,6 @@ impl EventLoop {
         }
     }
 
-    fn emit_all(&mut self, events: Vec<Event>) {
-        for e in events {
-            self.emit(e);
-        }
-    }
-
     // ---- swarm events ----
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -220,6 +257,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
             SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(e)) => self.on_rendezvous(e),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
+            SwarmEvent::Behaviour(BehaviourEvent::History(e)) => self.on_history(e),
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -282,6 +320,7 @@ impl EventLoop {
         if let Some(reply) = self.pending_dials.remove(&id) {
             let _ = reply.send(Reply::ok("dial"));
         }
+        self.catch_up_with_member(peer);
     }
 
     fn on_connection_closed(&mut self, peer: PeerId, id: ConnectionId, cause: Option<String>) {
@@ -290,6 +329,7 @@ impl EventLoop {
             self.emit(event);
             self.bootstrap.disconnected(peer, Instant::now());
             self.nat_peer_lost(peer, Instant::now());
+            self.catch_ups.peer_gone(&peer);
         }
     }
 
@@ -391,11 +431,7 @@ impl EventLoop {
         match self.check(v.source, &v.room, v.envelope) {
             Ok(envelope) => {
                 self.judge(&v.id, &v.from, gossipsub::MessageAcceptance::Accept);
-                let author = envelope.author();
-                let id = envelope.id();
-                let payload = envelope.payload().clone();
-                let events = self.rooms.on_payload(author, id, payload, Instant::now());
-                self.emit_all(events);
+                self.accept_live(envelope);
             }
             Err(acceptance) => self.judge(&v.id, &v.from, acceptance),
         }
@@ -484,7 +520,7 @@ impl EventLoop {
     fn on_tick(&mut self) {
         let now = Instant::now();
         let (events, beacons) = self.rooms.tick(now);
-        self.emit_all(events);
+        self.emit_room_events(events);
         for room in beacons {
             let _ = self.publish(&room, Body::Presence);
         }

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The passphrase test nodes are started with (through PALAVER_PASSPHRASE).
+pub const PASSPHRASE: &str = "correct horse battery staple";
+/// scrypt cost for test key files: cheap, unlike the default.
+pub const TEST_KDF_LOG_N: &str = "10";
+
 /// Deadline for anything a healthy node does promptly.
 pub const PROMPT: Duration = Duration::from_secs(30);
 
@@ -89,6 +94,8 @@ impl Node {
             .args(full_args)
             .arg("--data-dir")
             .arg(&data_dir)
+            .env("PALAVER_PASSPHRASE", PASSPHRASE)
+            .env("PALAVER_KDF_LOG_N", TEST_KDF_LOG_N)
             .env(
                 "RUST_LOG",
                 std::env::var("PALAVER_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -56,8 +56,15 @@ pub fn reply(r: &Reply) -> String {
             }
             out
         }
-        Reply::History { room, messages } => {
+        Reply::History {
+            room,
+            messages,
+            corrupt,
+        } => {
             let mut out = format!("history of {room}: {} messages", messages.len());
+            if *corrupt > 0 {
+                let _ = write!(out, " ({corrupt} damaged and left out)");
+            }
             for m in messages {
                 out.push('\n');
                 out.push_str(&message_line(m));
@@ -95,10 +102,14 @@ pub fn event(e: &Event) -> String {
             peer_id,
             nick,
             listen,
+            rooms,
         } => {
             let mut out = format!("you are {nick}, peer id {peer_id}");
             for a in listen {
                 let _ = write!(out, "\n  listening on {a}");
+            }
+            for r in rooms {
+                let _ = write!(out, "\n  back in {r}");
             }
             out.push_str("\ntype /join ROOM to enter a room, then type to talk; /quit to leave");
             out

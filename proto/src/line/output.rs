@@ -87,6 +87,10 @@ pub enum Reply {
     History {
         room: RoomName,
         messages: Vec<ChatMessage>,
+        /// Stored messages in the page's range that failed their checks
+        /// (decryption, key or signature) and are left out.
+        #[serde(default)]
+        corrupt: usize,
     },
     Id {
         peer_id: String,
@@ -127,6 +131,9 @@ pub enum Event {
         peer_id: String,
         nick: Nick,
         listen: Vec<String>,
+        /// Rooms joined again from the previous run.
+        #[serde(default)]
+        rooms: Vec<RoomName>,
     },
     Message(ChatMessage),
     Joined {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use libp2p::swarm::DialError;
 use libp2p::{Multiaddr, gossipsub};
 use palaver_proto::envelope::Envelope;
-use palaver_proto::line::{ChatMessage, Command, Reply};
+use palaver_proto::line::{Command, Reply};
 use palaver_proto::wire::Body;
 use palaver_proto::{ErrorCode, Nick, RoomName, Text};
 
@@ -31,6 +31,13 @@ impl EventLoop {
                 ));
             }
             Some((Command::Dial(addr), reply)) => self.dial(&addr, reply),
+            Some((Command::Send { room, text }, reply)) => match self.joined_or_current(room) {
+                Ok(room) => self.send(room, text, reply),
+                Err(e) => {
+                    let _ = reply.send(e);
+                }
+            },
+            Some((Command::History { room, limit }, reply)) => self.history(room, limit, reply),
             Some((command, reply)) => {
                 let r = self.handle(command);
                 let _ = reply.send(r);
@@ -43,9 +50,6 @@ impl EventLoop {
             Command::Nick(nick) => Ok(self.set_nick(nick)),
             Command::Join(room) => self.join(room),
             Command::Leave(room) => self.joined_or_current(room).and_then(|r| self.leave(r)),
-            Command::Send { room, text } => self
-                .joined_or_current(room)
-                .and_then(|r| self.send(r, text)),
             Command::Rooms => Ok(Reply::Rooms {
                 rooms: self.rooms.joined().cloned().collect(),
             }),
@@ -58,13 +62,6 @@ impl EventLoop {
                 Ok(Reply::Peers {
                     peers: self.connections.list(|p| gossipsub.peer_score(p)),
                 })
-            }
-            Command::History { room, limit } => {
-                let messages = self
-                    .rooms
-                    .history(&room, usize::from(limit))
-                    .unwrap_or_default();
-                Ok(Reply::History { room, messages })
             }
             Command::Id => Ok(Reply::Id {
                 peer_id: self.local.to_string(),
@@ -83,7 +80,7 @@ impl EventLoop {
                 .to_owned(),
                 relays: self.relays.info(),
             }),
-            Command::Dial(_) | Command::Quit => {
+            Command::Dial(_) | Command::Quit | Command::Send { .. } | Command::History { .. } => {
                 Err(Reply::error(ErrorCode::Internal, "handled elsewhere"))
             }
         };
@@ -110,10 +107,11 @@ impl EventLoop {
         for room in rooms {
             let _ = self.publish(&room, Body::Presence);
         }
+        self.save_state();
         Reply::ok("nick")
     }
 
-    fn join(&mut self, room: RoomName) -> Result<Reply, Reply> {
+    pub(super) fn join(&mut self, room: RoomName) -> Result<Reply, Reply> {
         match self.rooms.join(room.clone(), Instant::now()) {
             Err(e @ JoinError::TooManyRooms) => {
                 return Err(Reply::error(ErrorCode::TooManyRooms, e.to_string()));
@@ -135,6 +133,7 @@ impl EventLoop {
         }
         let _ = self.publish(&room, Body::Join);
         self.nat_room_joined(&room);
+        self.save_state();
         Ok(Reply::ok("join"))
     }
 
@@ -146,44 +145,52 @@ impl EventLoop {
             .unsubscribe(&topic(&room));
         self.rooms.leave(&room);
         self.nat_room_left(&room);
+        self.save_state();
         Ok(Reply::ok("leave"))
     }
 
-    fn send(&mut self, room: RoomName, text: Text) -> Result<Reply, Reply> {
-        let body = Body::Chat(text.clone());
-        let (id, peers, ts) = self
-            .publish(&room, body)
-            .map_err(|e| Reply::error(ErrorCode::Internal, format!("cannot send: {e}")))?;
-        let from = self.local.to_string();
-        self.rooms.record_own(ChatMessage {
-            room: room.clone(),
-            id: id.clone(),
-            from,
-            nick: self.nick.clone(),
-            text,
-            ts,
-            replay: false,
-        });
-        Ok(Reply::Sent { room, id, peers })
+    /// Seals a chat message; it goes out once it is stored ([`Self::store_own`]).
+    fn send(&mut self, room: RoomName, text: Text, reply: Responder) {
+        match self.seal(&room, Body::Chat(text)) {
+            Ok(envelope) => {
+                // Its sequence number is taken now: later messages follow it.
+                self.rooms.published(&room, Instant::now());
+                self.store_own(envelope, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Reply::error(
+                    ErrorCode::Internal,
+                    format!("cannot send: {e}"),
+                ));
+            }
+        }
     }
 
-    /// Publishes this node's next payload in `room`. Returns its id, how many
-    /// connected peers are in the room, and its timestamp. Nobody to send to
-    /// is not an error: the payload simply reaches no one (peers 0).
-    pub(super) fn publish(
-        &mut self,
-        room: &RoomName,
-        body: Body,
-    ) -> Result<(String, usize, u64), String> {
+    /// Signs this node's next payload in `room`.
+    fn seal(&mut self, room: &RoomName, body: Body) -> Result<Envelope, String> {
         let Some(payload) = self.rooms.outgoing(room, &self.nick, body, unix_ms()) else {
             return Err(format!("not in room {room}"));
         };
-        let ts = payload.ts;
-        let envelope = Envelope::seal(&self.keypair, payload).map_err(|e| {
+        Envelope::seal(&self.keypair, payload).map_err(|e| {
             tracing::warn!(%room, "cannot sign: {e}");
             e.to_string()
-        })?;
-        let id = envelope.id();
+        })
+    }
+
+    /// Publishes this node's next payload in `room`. Returns how many
+    /// connected peers are in the room. Nobody to send to is not an error:
+    /// the payload simply reaches no one (peers 0).
+    pub(super) fn publish(&mut self, room: &RoomName, body: Body) -> Result<usize, String> {
+        let envelope = self.seal(room, body)?;
+        let peers = self.gossip(room, &envelope)?;
+        if peers > 0 {
+            self.rooms.published(room, Instant::now());
+        }
+        Ok(peers)
+    }
+
+    /// Gossips a sealed envelope in `room`; returns how many connected peers are in it.
+    pub(super) fn gossip(&mut self, room: &RoomName, envelope: &Envelope) -> Result<usize, String> {
         let data = envelope.as_bytes().to_vec();
         let topic = topic(room);
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
@@ -192,17 +199,13 @@ impl EventLoop {
             .filter(|(_, topics)| topics.contains(&&topic.hash()))
             .count();
         match gossipsub.publish(topic, data) {
-            Ok(_) => {
-                self.rooms.published(room, Instant::now());
-                Ok((id, peers, ts))
-            }
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok((id, 0, ts)),
+            Ok(_) => Ok(peers),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(0),
             Err(gossipsub::PublishError::AllQueuesFull(_)) => {
                 // Kept in gossipsub's cache, it still spreads by gossip: it is
-                // published, only late, so its sequence number is used.
-                self.rooms.published(room, Instant::now());
+                // published, only late.
                 tracing::warn!(%room, "every peer's send queue is full; the message goes out by gossip");
-                Ok((id, peers, ts))
+                Ok(peers)
             }
             Err(e) => {
                 tracing::warn!(%room, "publish failed: {e}");
@@ -265,9 +268,7 @@ impl EventLoop {
         let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
         let mut announced = false;
         for room in &rooms {
-            announced |= self
-                .publish(room, Body::Quit)
-                .is_ok_and(|(_, peers, _)| peers > 0);
+            announced |= self.publish(room, Body::Quit).is_ok_and(|peers| peers > 0);
         }
         let grace = if announced {
             QUIT_GRACE

@@ -1,0 +1,261 @@
+//! Bookkeeping for catch-up, free of I/O: which pulls from which peer are
+//! under way, where each stands, and which may start. The event loop sends
+//! the requests this asks for and feeds back what comes.
+//!
+//! One pull walks the other side's inventory of a room newest first, a page
+//! at a time, and fetches the messages this node lacks, oldest first within
+//! a page. It stops at the first page with nothing missing, at the end of the
+//! other side's history, after [`MAX_PAGES`] pages, or at the first fault.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::request_response::OutboundRequestId;
+use palaver_proto::RoomName;
+use palaver_proto::history::{MAX_FETCH, MAX_INVENTORY, MessageRef, Request};
+
+/// Most inventory pages one pull walks (256 references each).
+pub const MAX_PAGES: usize = 40;
+/// Most pulls under way at once, all rooms together.
+pub const MAX_PULLS: usize = 16;
+/// Most pulls under way in one room (the rest of the room has the same messages).
+pub const MAX_PULLS_PER_ROOM: usize = 3;
+/// The soonest the same peer is asked about the same room again.
+pub const REPEAT_AFTER: Duration = Duration::from_secs(10);
+/// Most (peer, room) start times remembered.
+const MAX_REMEMBERED: usize = 4096;
+
+/// One pull from one peer about one room.
+#[derive(Debug)]
+struct Pull {
+    /// The oldest reference of the last inventory page.
+    cursor: Option<MessageRef>,
+    pages: usize,
+    more: bool,
+    /// Missing references still to fetch, in chunks, oldest first.
+    to_fetch: VecDeque<Vec<MessageRef>>,
+    /// What the request under way asked for.
+    asked: Asked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    Inventory,
+    Fetch(Vec<MessageRef>),
+    /// Waiting for the store (which refs are missing, or storing a page).
+    Store,
+}
+
+type Key = (PeerId, RoomName);
+
+/// Every pull under way.
+#[derive(Debug, Default)]
+pub struct CatchUps {
+    pulls: HashMap<Key, Pull>,
+    requests: HashMap<OutboundRequestId, Key>,
+    started: HashMap<Key, Instant>,
+}
+
+impl CatchUps {
+    /// Whether a pull from `peer` about `room` may start now; if so it is
+    /// recorded, and the first request to send is returned.
+    pub fn start(&mut self, peer: PeerId, room: &RoomName, now: Instant) -> Option<Request> {
+        let key = (peer, room.clone());
+        if self.pulls.contains_key(&key)
+            || self.pulls.len() >= MAX_PULLS
+            || self.pulls.keys().filter(|(_, r)| r == room).count() >= MAX_PULLS_PER_ROOM
+            || self
+                .started
+                .get(&key)
+                .is_some_and(|t| now.saturating_duration_since(*t) < REPEAT_AFTER)
+        {
+            return None;
+        }
+        if self.started.len() >= MAX_REMEMBERED {
+            self.started
+                .retain(|_, t| now.saturating_duration_since(*t) < REPEAT_AFTER);
+        }
+        self.started.insert(key.clone(), now);
+        self.pulls.insert(
+            key,
+            Pull {
+                cursor: None,
+                pages: 0,
+                more: false,
+                to_fetch: VecDeque::new(),
+                asked: Asked::Inventory,
+            },
+        );
+        Some(inventory(room, None))
+    }
+
+    /// Records the id of the request just sent for `peer` and `room`.
+    pub fn sent(&mut self, id: OutboundRequestId, peer: PeerId, room: RoomName) {
+        self.requests.insert(id, (peer, room));
+    }
+
+    /// Which pull a response belongs to (forgetting the request).
+    pub fn answered(&mut self, id: &OutboundRequestId) -> Option<Key> {
+        self.requests.remove(id)
+    }
+
+    /// An inventory page came: the store is to say which of `refs` are
+    /// missing. Returns false (and ends the pull) if none was asked for or
+    /// the page is not newest-first below the cursor.
+    pub fn on_inventory(&mut self, key: &Key, refs: &[MessageRef], more: bool) -> bool {
+        let Some(pull) = self.pulls.get_mut(key) else {
+            return false;
+        };
+        let ordered = refs.windows(2).all(|w| w[0] > w[1])
+            && pull
+                .cursor
+                .is_none_or(|c| refs.first().is_none_or(|f| *f < c));
+        if pull.asked != Asked::Inventory || !ordered || refs.len() > MAX_INVENTORY {
+            self.pulls.remove(key);
+            return false;
+        }
+        pull.pages += 1;
+        pull.more = more && !refs.is_empty();
+        pull.cursor = refs.last().copied().or(pull.cursor);
+        pull.asked = Asked::Store;
+        true
+    }
+
+    /// The store said which references of the last page are missing.
+    /// Returns the next request, or `None` when the pull is over.
+    pub fn on_missing(&mut self, key: &Key, mut missing: Vec<MessageRef>) -> Option<Request> {
+        let pull = self.pulls.get_mut(key)?;
+        if missing.is_empty() {
+            // Everything on this page is here already: older pages are too.
+            self.pulls.remove(key);
+            return None;
+        }
+        missing.sort();
+        pull.to_fetch = missing.chunks(MAX_FETCH).map(<[_]>::to_vec).collect();
+        self.next(key)
+    }
+
+    /// What a fetch asked for, to check the envelopes that answer it.
+    pub fn on_envelopes(&mut self, key: &Key) -> Option<Vec<MessageRef>> {
+        let pull = self.pulls.get_mut(key)?;
+        match std::mem::replace(&mut pull.asked, Asked::Store) {
+            Asked::Fetch(refs) => Some(refs),
+            _ => {
+                self.pulls.remove(key);
+                None
+            }
+        }
+    }
+
+    /// A fetched page was stored. Returns the next request, or `None` when
+    /// the pull is over.
+    pub fn on_stored(&mut self, key: &Key) -> Option<Request> {
+        self.next(key)
+    }
+
+    /// Ends a pull (a fault, a refusal, a failed request, a lost peer).
+    pub fn end(&mut self, key: &Key) {
+        self.pulls.remove(key);
+    }
+
+    /// Ends every pull from `peer`.
+    pub fn peer_gone(&mut self, peer: &PeerId) {
+        self.pulls.retain(|(p, _), _| p != peer);
+        self.requests.retain(|_, (p, _)| p != peer);
+    }
+
+    fn next(&mut self, key: &Key) -> Option<Request> {
+        let pull = self.pulls.get_mut(key)?;
+        if let Some(refs) = pull.to_fetch.pop_front() {
+            pull.asked = Asked::Fetch(refs.clone());
+            return Some(Request::Fetch {
+                room: key.1.clone(),
+                refs,
+            });
+        }
+        if pull.more && pull.pages < MAX_PAGES {
+            pull.asked = Asked::Inventory;
+            return Some(inventory(&key.1, pull.cursor));
+        }
+        self.pulls.remove(key);
+        None
+    }
+}
+
+fn inventory(room: &RoomName, before: Option<MessageRef>) -> Request {
+    Request::Inventory {
+        room: room.clone(),
+        before,
+        limit: MAX_INVENTORY as u16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(ts: u64) -> MessageRef {
+        MessageRef {
+            ts,
+            id: [ts as u8; 16],
+        }
+    }
+
+    fn room() -> RoomName {
+        "lobby".parse().unwrap()
+    }
+
+    #[test]
+    fn a_pull_walks_pages_fetching_what_is_missing_oldest_first() {
+        let mut c = CatchUps::default();
+        let peer = PeerId::random();
+        let key = (peer, room());
+        let now = Instant::now();
+        assert!(matches!(
+            c.start(peer, &room(), now),
+            Some(Request::Inventory { before: None, .. })
+        ));
+        assert!(c.on_inventory(&key, &[r(9), r(8), r(7)], true));
+        let Some(Request::Fetch { refs, .. }) = c.on_missing(&key, vec![r(9), r(7)]) else {
+            panic!("expected a fetch");
+        };
+        assert_eq!(refs, vec![r(7), r(9)]);
+        assert_eq!(c.on_envelopes(&key), Some(vec![r(7), r(9)]));
+        assert!(matches!(
+            c.on_stored(&key),
+            Some(Request::Inventory { before: Some(b), .. }) if b == r(7)
+        ));
+        assert!(c.on_inventory(&key, &[r(6)], false));
+        assert!(c.on_missing(&key, vec![]).is_none());
+        assert!(c.start(peer, &room(), now).is_none(), "too soon to repeat");
+        assert!(c.start(peer, &room(), now + REPEAT_AFTER).is_some());
+    }
+
+    #[test]
+    fn a_page_out_of_order_or_unasked_ends_the_pull() {
+        let mut c = CatchUps::default();
+        let peer = PeerId::random();
+        let key = (peer, room());
+        c.start(peer, &room(), Instant::now());
+        assert!(!c.on_inventory(&key, &[r(1), r(2)], false));
+        assert!(c.on_envelopes(&key).is_none());
+        c.start(peer, &room(), Instant::now() + REPEAT_AFTER);
+        assert!(c.on_envelopes(&key).is_none(), "envelopes nobody asked for");
+    }
+
+    #[test]
+    fn pulls_are_bounded_per_room_and_in_all() {
+        let mut c = CatchUps::default();
+        let now = Instant::now();
+        let started = (0..10)
+            .filter(|_| c.start(PeerId::random(), &room(), now).is_some())
+            .count();
+        assert_eq!(started, MAX_PULLS_PER_ROOM);
+        for i in 0..100 {
+            let other: RoomName = format!("r{i}").parse().unwrap();
+            c.start(PeerId::random(), &other, now);
+        }
+        assert_eq!(c.pulls.len(), MAX_PULLS);
+    }
+}

@@ -1,0 +1,379 @@
+//! The node's history on its own disk: RocksDB holding age ciphertexts. This
+//! is the only code that touches RocksDB or age.
+//!
+//! - Every value is encrypted to the node's own X25519 recipient. age has no
+//!   associated data, so each plaintext starts with its own key: a value
+//!   moved to another key, or altered, fails the check on read and is
+//!   reported as corrupt, never shown. Messages are kept as their signed
+//!   envelopes and re-verified on read, so what is shown is what its author
+//!   signed.
+//! - Keys reveal nothing: a room is named by an HMAC of its name and a message
+//!   by an HMAC of its id, both keyed by a secret from the key file. What is
+//!   left in the clear is a message's timestamp (it orders the keys), sizes
+//!   and counts.
+//!
+//! Layout (one column family):
+//! - `m` room-tag(16) ts(8, big-endian) id-tag(16) → sealed envelope
+//! - `s` `state` → sealed [`SavedState`] encoding
+
+pub mod key_file;
+pub mod parallel;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use palaver_proto::envelope::{Envelope, MessageId};
+use palaver_proto::history::MessageRef;
+use palaver_proto::wire::Body;
+use palaver_proto::{Nick, RoomName};
+use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch};
+use sha2::{Digest, Sha256};
+
+pub use key_file::Keys;
+
+/// The store's directory inside the data dir.
+pub const STORE_DIR: &str = "store";
+/// What every plaintext starts with, before its key.
+const VALUE_MAGIC: &[u8] = b"palaver/value/v1\0";
+const MESSAGE_PREFIX: u8 = b'm';
+const STATE_KEY: &[u8] = b"s/state";
+const TAG_BYTES: usize = 16;
+const MESSAGE_KEY_BYTES: usize = 1 + TAG_BYTES + 8 + TAG_BYTES;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the history store at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("history store: {0}")]
+    Db(String),
+    #[error("cannot encrypt for the history store: {0}")]
+    Encrypt(String),
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Db(e.into_string())
+    }
+}
+
+/// A stored key and its value.
+type Row = (Box<[u8]>, Box<[u8]>);
+
+/// A page of history, oldest first, and how many stored values in its range
+/// failed their checks (decryption, key binding or signature) and were left out.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub messages: Vec<Envelope>,
+    pub corrupt: usize,
+}
+
+/// What a node remembers between runs besides messages: its nick and rooms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedState {
+    pub nick: Option<Nick>,
+    pub rooms: Vec<RoomName>,
+}
+
+impl SavedState {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = String::from("v1\n");
+        if let Some(nick) = &self.nick {
+            out.push_str(&format!("nick {nick}\n"));
+        }
+        for room in &self.rooms {
+            out.push_str(&format!("room {room}\n"));
+        }
+        out.into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != "v1" {
+            return None;
+        }
+        let mut state = SavedState::default();
+        for line in lines {
+            match line.split_once(' ')? {
+                ("nick", n) => state.nick = Some(n.parse().ok()?),
+                ("room", r) => state.rooms.push(r.parse().ok()?),
+                _ => return None,
+            }
+        }
+        Some(state)
+    }
+}
+
+/// The encrypted history of one node.
+pub struct Store {
+    db: DB,
+    identity: age::x25519::Identity,
+    recipient: age::x25519::Recipient,
+    index_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating on first start) the store in `data_dir`, readable with `keys`.
+    pub fn open(data_dir: &Path, keys: &Keys) -> Result<Self, StoreError> {
+        let path = data_dir.join(STORE_DIR);
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        // Ciphertext does not compress.
+        options.set_compression_type(rocksdb::DBCompressionType::None);
+        // The info log holds options and file events only; keep it short.
+        options.set_keep_log_file_num(2);
+        options.set_max_log_file_size(1 << 20);
+        options.set_log_level(rocksdb::LogLevel::Warn);
+        let db = DB::open(&options, &path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            reason: e.into_string(),
+        })?;
+        let identity = keys.storage.clone();
+        let recipient = identity.to_public();
+        Ok(Self {
+            db,
+            identity,
+            recipient,
+            index_key: keys.index_key(),
+        })
+    }
+
+    fn tag(&self, label: &[u8], data: &[u8]) -> [u8; TAG_BYTES] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.index_key)
+            .unwrap_or_else(|_| hmac_accepts_any_key());
+        mac.update(label);
+        mac.update(&[0]);
+        mac.update(data);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&full[..TAG_BYTES]);
+        tag
+    }
+
+    fn room_prefix(&self, room: &RoomName) -> Vec<u8> {
+        let mut key = Vec::with_capacity(MESSAGE_KEY_BYTES);
+        key.push(MESSAGE_PREFIX);
+        key.extend_from_slice(&self.tag(b"room", room.as_str().as_bytes()));
+        key
+    }
+
+    fn message_key(&self, room: &RoomName, r: &MessageRef) -> Vec<u8> {
+        let mut key = self.room_prefix(room);
+        key.extend_from_slice(&r.ts.to_be_bytes());
+        key.extend_from_slice(&self.tag(b"id", &r.id));
+        key
+    }
+
+    fn seal(&self, key: &[u8], data: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut plaintext = Vec::with_capacity(VALUE_MAGIC.len() + 1 + key.len() + data.len());
+        plaintext.extend_from_slice(VALUE_MAGIC);
+        // Keys are at most MESSAGE_KEY_BYTES long.
+        plaintext.push(key.len() as u8);
+        plaintext.extend_from_slice(key);
+        plaintext.extend_from_slice(data);
+        age::encrypt(&self.recipient, &plaintext).map_err(|e| StoreError::Encrypt(e.to_string()))
+    }
+
+    /// Decrypts a value and checks that it was sealed under `key`; returns its data.
+    fn open_value(&self, key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+        let plaintext = age::decrypt(&self.identity, value).ok()?;
+        let rest = plaintext.strip_prefix(VALUE_MAGIC)?;
+        let (&len, rest) = rest.split_first()?;
+        let (sealed_key, data) = rest.split_at_checked(usize::from(len))?;
+        (sealed_key == key).then(|| data.to_vec())
+    }
+
+    /// Opens a stored message and checks it against its key: genuine
+    /// signature, same room, timestamp and id.
+    fn open_message(&self, key: &[u8], value: &[u8]) -> Option<Envelope> {
+        let data = self.open_value(key, value)?;
+        let envelope = Envelope::open(&data).ok()?;
+        let r = MessageRef {
+            ts: envelope.payload().ts,
+            id: envelope.id_bytes(),
+        };
+        (self.message_key(&envelope.payload().room, &r) == key).then_some(envelope)
+    }
+
+    /// Stores chat envelopes (already verified), skipping those already held.
+    /// Returns, for each, whether it was new. One atomic write; the
+    /// encryption runs on every core.
+    pub fn put_messages(&self, envelopes: &[Envelope]) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<Vec<u8>> = envelopes
+            .iter()
+            .map(|e| self.message_key(&e.payload().room, &message_ref(e)))
+            .collect();
+        let mut new = Vec::with_capacity(keys.len());
+        let mut seen = std::collections::HashSet::new();
+        for (key, held) in keys.iter().zip(self.db.multi_get(&keys)) {
+            new.push(held?.is_none() && seen.insert(key.clone()));
+        }
+        let to_seal: Vec<(&Vec<u8>, &Envelope)> = keys
+            .iter()
+            .zip(envelopes)
+            .zip(&new)
+            .filter(|(_, new)| **new)
+            .map(|(pair, _)| pair)
+            .collect();
+        let sealed = parallel::map(&to_seal, |(key, envelope)| {
+            self.seal(key, envelope.as_bytes())
+        });
+        let mut batch = WriteBatch::default();
+        for ((key, _), value) in to_seal.iter().zip(sealed) {
+            batch.put(key, value?);
+        }
+        if !batch.is_empty() {
+            self.db.write(batch)?;
+        }
+        Ok(new)
+    }
+
+    /// Which of `refs` (in `room`) are not held.
+    pub fn missing(
+        &self,
+        room: &RoomName,
+        refs: &[MessageRef],
+    ) -> Result<Vec<MessageRef>, StoreError> {
+        let keys: Vec<Vec<u8>> = refs.iter().map(|r| self.message_key(room, r)).collect();
+        let mut missing = Vec::new();
+        for (r, held) in refs.iter().zip(self.db.multi_get(&keys)) {
+            if held?.is_none() {
+                missing.push(*r);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The newest `limit` messages of `room` older than `before` (all when
+    /// `None`), as stored values in newest-first order.
+    fn newest(
+        &self,
+        room: &RoomName,
+        before: Option<&MessageRef>,
+        limit: usize,
+    ) -> Result<(Vec<Row>, bool), StoreError> {
+        let prefix = self.room_prefix(room);
+        let start = match before {
+            Some(r) => self.message_key(room, r),
+            None => {
+                let mut end = prefix.clone();
+                end.extend_from_slice(&[0xff; 8 + TAG_BYTES]);
+                end
+            }
+        };
+        let mut rows = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Reverse))
+        {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if before.is_some() && *key == *start {
+                continue;
+            }
+            if rows.len() == limit {
+                more = true;
+                break;
+            }
+            rows.push((key, value));
+        }
+        Ok((rows, more))
+    }
+
+    /// The last `limit` messages of `room`, oldest first, each decrypted and
+    /// re-verified (in parallel).
+    pub fn latest(&self, room: &RoomName, limit: usize) -> Result<Page, StoreError> {
+        let (mut rows, _) = self.newest(room, None, limit)?;
+        rows.reverse();
+        let opened = parallel::map(&rows, |(k, v)| self.open_message(k, v));
+        let total = opened.len();
+        let messages: Vec<Envelope> = opened.into_iter().flatten().collect();
+        Ok(Page {
+            corrupt: total - messages.len(),
+            messages,
+        })
+    }
+
+    /// References to the newest `limit` messages of `room` older than
+    /// `before`, newest first, and whether older ones exist.
+    pub fn inventory(
+        &self,
+        room: &RoomName,
+        before: Option<&MessageRef>,
+        limit: usize,
+    ) -> Result<(Vec<MessageRef>, bool), StoreError> {
+        let (rows, more) = self.newest(room, before, limit)?;
+        // The id is inside the ciphertext; the signature need not be checked
+        // to list it (the asker verifies what it fetches).
+        let refs = parallel::map(&rows, |(k, v)| {
+            let data = self.open_value(k, v)?;
+            let id: MessageId = Sha256::digest(&data)[..16].try_into().ok()?;
+            let ts = u64::from_be_bytes(k.get(1 + TAG_BYTES..1 + TAG_BYTES + 8)?.try_into().ok()?);
+            let r = MessageRef { ts, id };
+            (self.message_key(room, &r) == **k).then_some(r)
+        });
+        Ok((refs.into_iter().flatten().collect(), more))
+    }
+
+    /// The stored envelopes of `refs` in `room`; those not held (or corrupt) are left out.
+    pub fn fetch(&self, room: &RoomName, refs: &[MessageRef]) -> Result<Vec<Envelope>, StoreError> {
+        let keys: Vec<Vec<u8>> = refs.iter().map(|r| self.message_key(room, r)).collect();
+        let mut rows = Vec::with_capacity(keys.len());
+        let values = self.db.multi_get(&keys);
+        for (key, value) in keys.into_iter().zip(values) {
+            if let Some(value) = value? {
+                rows.push((key, value));
+            }
+        }
+        let opened = parallel::map(&rows, |(k, v)| self.open_message(k, v));
+        Ok(opened.into_iter().flatten().collect())
+    }
+
+    /// Remembers the nick and rooms.
+    pub fn save_state(&self, state: &SavedState) -> Result<(), StoreError> {
+        let value = self.seal(STATE_KEY, &state.encode())?;
+        Ok(self.db.put(STATE_KEY, value)?)
+    }
+
+    /// What [`Store::save_state`] kept last; `Err` names a value that fails its checks.
+    pub fn load_state(&self) -> Result<SavedState, StoreError> {
+        match self.db.get(STATE_KEY)? {
+            None => Ok(SavedState::default()),
+            Some(value) => self
+                .open_value(STATE_KEY, &value)
+                .and_then(|data| SavedState::decode(&data))
+                .ok_or_else(|| StoreError::Db("the saved rooms and nick are corrupt".into())),
+        }
+    }
+}
+
+/// A chat envelope's place in the store.
+pub fn message_ref(envelope: &Envelope) -> MessageRef {
+    MessageRef {
+        ts: envelope.payload().ts,
+        id: envelope.id_bytes(),
+    }
+}
+
+/// Whether an envelope belongs in the history (chat, not presence).
+pub fn is_history(envelope: &Envelope) -> bool {
+    matches!(envelope.payload().body, Body::Chat(_))
+}
+
+#[allow(clippy::panic, reason = "HMAC takes keys of any length")]
+fn hmac_accepts_any_key() -> Hmac<Sha256> {
+    panic!("HMAC-SHA256 accepts every key length")
+}

@@ -1,0 +1,134 @@
+//! The thread that owns the [`Store`]: the event loop hands it work through a
+//! bounded queue and never waits for disk or crypto. Work is done in the order
+//! it was handed over, so a `/history` after a `/send` sees the message;
+//! consecutive writes are batched into one RocksDB write, encrypted in parallel.
+
+use std::thread::JoinHandle;
+
+use palaver_proto::envelope::Envelope;
+use tokio::sync::mpsc;
+
+use super::{Store, StoreError};
+
+/// Most jobs waiting for the store; beyond this, callers are told it is busy.
+pub const QUEUE: usize = 1024;
+/// Most envelopes written in one batch.
+const MAX_BATCH: usize = 256;
+
+type PutDone = Box<dyn FnOnce(Result<Vec<bool>, StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Store) + Send>;
+
+enum Op {
+    Put {
+        envelopes: Vec<Envelope>,
+        done: PutDone,
+    },
+    Job(Job),
+}
+
+/// The store's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the history store is busy")]
+pub struct Busy;
+
+/// A cheap handle to the store thread.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Op>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl StoreHandle {
+    /// Whether the queue is full (the event loop is its only writer, so a
+    /// `false` here means the next call succeeds).
+    pub fn is_full(&self) -> bool {
+        self.tx.capacity() == 0
+    }
+
+    /// Stores verified envelopes; `done` learns which were new. Never waits.
+    pub fn put(
+        &self,
+        envelopes: Vec<Envelope>,
+        done: impl FnOnce(Result<Vec<bool>, StoreError>) + Send + 'static,
+    ) -> Result<(), Busy> {
+        self.tx
+            .try_send(Op::Put {
+                envelopes,
+                done: Box::new(done),
+            })
+            .map_err(|_| Busy)
+    }
+
+    /// Runs `job` on the store thread, after everything handed over before. Never waits.
+    pub fn run(&self, job: impl FnOnce(&Store) + Send + 'static) -> Result<(), Busy> {
+        self.tx.try_send(Op::Job(Box::new(job))).map_err(|_| Busy)
+    }
+}
+
+/// Starts the store thread. It ends (closing the store) once every handle is gone.
+pub fn spawn(store: Store) -> std::io::Result<(StoreHandle, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("store".into())
+        .spawn(move || serve(store, rx))?;
+    Ok((StoreHandle { tx }, thread))
+}
+
+fn serve(store: Store, mut rx: mpsc::Receiver<Op>) {
+    let mut next = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match rx.blocking_recv() {
+                Some(op) => op,
+                None => break,
+            },
+        };
+        match op {
+            Op::Job(job) => job(&store),
+            Op::Put { envelopes, done } => {
+                let mut batch = vec![(envelopes, done)];
+                let mut count = batch[0].0.len();
+                while count < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Op::Put { envelopes, done }) => {
+                            count += envelopes.len();
+                            batch.push((envelopes, done));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                put_batch(&store, batch);
+            }
+        }
+    }
+    tracing::debug!("store closed");
+}
+
+fn put_batch(store: &Store, batch: Vec<(Vec<Envelope>, PutDone)>) {
+    let all: Vec<Envelope> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+    match store.put_messages(&all) {
+        Ok(new) => {
+            let mut new = new.into_iter();
+            for (envelopes, done) in batch {
+                done(Ok(new.by_ref().take(envelopes.len()).collect()));
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot store messages: {e}");
+            let message = e.to_string();
+            for (_, done) in batch {
+                done(Err(StoreError::Db(message.clone())));
+            }
+        }
+    }
+}
