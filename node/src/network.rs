@@ -18,6 +18,8 @@ use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
 pub use event_loop::EventLoop;
+/// The catch-up codec, for tools and tests that speak `/palaver/history/1`.
+pub use history_codec::HistoryCodec;
 
 use crate::store::worker::StoreHandle;
 

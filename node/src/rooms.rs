@@ -54,6 +54,9 @@ struct Room {
     next_seq: u64,
     last_beacon: Instant,
     next_beacon: Instant,
+    /// The newest timestamp seen in the room: this node stamps its next
+    /// payload later than it, so a reply never sorts before what it answers.
+    last_ts: u64,
 }
 
 /// Why a room cannot be joined.
@@ -123,6 +126,7 @@ impl Rooms {
                 next_seq: 0,
                 last_beacon: now,
                 next_beacon: now + BEACON_INTERVAL,
+                last_ts: 0,
             },
         );
         Ok(true)
@@ -144,11 +148,18 @@ impl Rooms {
         Some(Payload {
             room: room.clone(),
             nick: nick.clone(),
-            ts,
+            ts: ts.max(r.last_ts.saturating_add(1)),
             session: r.session,
             seq: r.next_seq,
             body,
         })
+    }
+
+    /// Notes a timestamp seen in `room` (a payload received or sent).
+    pub fn observe(&mut self, room: &RoomName, ts: u64) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.last_ts = r.last_ts.max(ts);
+        }
     }
 
     /// Records that a payload from [`Rooms::outgoing`] was published.
@@ -176,6 +187,7 @@ impl Rooms {
         if author == self.local {
             return Vec::new();
         }
+        room.last_ts = room.last_ts.max(payload.ts);
         let held_in_room: usize = room.members.values().map(|m| m.order.held()).sum();
         let released = match room.members.get_mut(&author) {
             Some(m) => {
@@ -577,6 +589,28 @@ mod tests {
             .map(|m| m.order.held())
             .sum();
         assert!(held <= MAX_HELD_PER_ROOM, "{held} held");
+    }
+
+    #[test]
+    fn a_reply_is_stamped_after_what_it_answers_even_when_clocks_disagree() {
+        let (mut rooms, bob, now) = setup();
+        let mut ahead = chat(0, "from the future");
+        ahead.ts = 5_000;
+        rooms.on_payload(bob, "x".into(), ahead, now);
+        let nick: Nick = "me".parse().unwrap();
+        let next = rooms
+            .outgoing(&room(), &nick, Body::Presence, 1_000)
+            .unwrap();
+        assert_eq!(next.ts, 5_001);
+        rooms.observe(&room(), 9_000);
+        let next = rooms
+            .outgoing(&room(), &nick, Body::Presence, 1_000)
+            .unwrap();
+        assert_eq!(next.ts, 9_001);
+        let later = rooms
+            .outgoing(&room(), &nick, Body::Presence, 20_000)
+            .unwrap();
+        assert_eq!(later.ts, 20_000, "a clock ahead of the room is kept");
     }
 
     #[test]

@@ -107,10 +107,11 @@ impl CatchUps {
         let Some(pull) = self.pulls.get_mut(key) else {
             return false;
         };
-        let ordered = refs.windows(2).all(|w| w[0] > w[1])
+        // Newest first by timestamp (ties come in the other side's key order).
+        let ordered = refs.windows(2).all(|w| w[0].ts >= w[1].ts)
             && pull
                 .cursor
-                .is_none_or(|c| refs.first().is_none_or(|f| *f < c));
+                .is_none_or(|c| refs.first().is_none_or(|f| f.ts <= c.ts && *f != c));
         if pull.asked != Asked::Inventory || !ordered || refs.len() > MAX_INVENTORY {
             self.pulls.remove(key);
             return false;

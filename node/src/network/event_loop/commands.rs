@@ -155,6 +155,7 @@ impl EventLoop {
             Ok(envelope) => {
                 // Its sequence number is taken now: later messages follow it.
                 self.rooms.published(&room, Instant::now());
+                self.rooms.observe(&room, envelope.payload().ts);
                 self.store_own(envelope, reply);
             }
             Err(e) => {

@@ -400,6 +400,7 @@ impl EventLoop {
     ) {
         new.sort_by_key(message_ref);
         for envelope in &new {
+            self.rooms.observe(&key.1, envelope.payload().ts);
             if let Some(m) = chat_message(envelope, true) {
                 self.emit(Event::Message(m));
             }
