@@ -256,11 +256,15 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_quic()
-        .with_behaviour(|key| RawBehaviour {
+        .with_behaviour(|_| RawBehaviour {
             gossipsub: gossipsub::Behaviour::new(
-                MessageAuthenticity::Signed(key.clone()),
+                MessageAuthenticity::Anonymous,
                 gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::None)
+                    .validation_mode(gossipsub::ValidationMode::Anonymous)
+                    .message_id_fn(|m: &gossipsub::Message| {
+                        use sha2::{Digest, Sha256};
+                        gossipsub::MessageId::new(&Sha256::digest(&m.data)[..16])
+                    })
                     .build()
                     .unwrap(),
             )
@@ -274,7 +278,7 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    let topic = IdentTopic::new("palaver/1/room/lobby");
+    let topic = IdentTopic::new("palaver/2/room/lobby");
     swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
     swarm.dial(addr).unwrap();
     let task = rt.spawn(async move {

@@ -23,10 +23,12 @@ use support::{Node, PROMPT};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-const TOPIC: &str = "palaver/1/room/lobby";
+const TOPIC: &str = "palaver/2/room/lobby";
 
 /// A bare gossipsub peer, driven on the runtime, that publishes whatever bytes
-/// it is given into the lobby topic, with no checks of its own.
+/// it is given into the lobby topic, with no checks of its own. Palaver's
+/// gossip is anonymous (the envelope carries the signature); a raw peer made
+/// with `gossip_signed` adds gossipsub's own signature, which nodes refuse.
 struct RawPeer {
     id: PeerId,
     key: libp2p::identity::Keypair,
@@ -36,7 +38,7 @@ struct RawPeer {
 
 impl RawPeer {
     /// Connects to `node` at `addr`; returns once the node's subscription to the lobby is seen.
-    fn join(rt: &Runtime, signed: bool, addr: &str, node: &str) -> RawPeer {
+    fn join(rt: &Runtime, gossip_signed: bool, addr: &str, node: &str) -> RawPeer {
         let node: PeerId = node.parse().unwrap();
         let _guard = rt.enter();
         let key = libp2p::identity::Keypair::generate_ed25519();
@@ -47,9 +49,13 @@ impl RawPeer {
                 let config = gossipsub::ConfigBuilder::default()
                     .max_transmit_size(1 << 20)
                     .validation_mode(gossipsub::ValidationMode::None)
+                    .message_id_fn(|m: &gossipsub::Message| {
+                        use sha2::{Digest, Sha256};
+                        gossipsub::MessageId::new(&Sha256::digest(&m.data)[..16])
+                    })
                     .build()
                     .unwrap();
-                let authenticity = if signed {
+                let authenticity = if gossip_signed {
                     MessageAuthenticity::Signed(key.clone())
                 } else {
                     MessageAuthenticity::Anonymous
@@ -153,7 +159,7 @@ fn wait_for_score_below(node: &mut Node, peer: &PeerId, threshold: f64) {
 }
 
 #[test]
-fn garbage_unsigned_and_oversized_gossip_is_refused_and_the_node_keeps_delivering() {
+fn garbage_forged_gossip_signed_and_oversized_gossip_is_refused_and_the_node_keeps_delivering() {
     let rt = Runtime::new().unwrap();
     let mut a = Node::start("hostile", "a", &[]);
     let mut b = Node::start("hostile", "b", &["--bootstrap", &a.addr("quic-v1")]);
@@ -164,16 +170,16 @@ fn garbage_unsigned_and_oversized_gossip_is_refused_and_the_node_keeps_deliverin
     let quic = a.addr("quic-v1");
 
     // Victor is a well-behaved raw peer: the control that such a peer is heard.
-    let victor = RawPeer::join(&rt, true, &quic, &a.peer_id);
+    let victor = RawPeer::join(&rt, false, &quic, &a.peer_id);
     victor.publish(victor.chat("victor is heard", 0));
     a.wait_for("victor's message", PROMPT, |v| {
         v["event"] == "message" && v["text"] == "victor is heard"
     });
     assert!(score(&mut a, &victor.id).unwrap() >= 0.0);
 
-    // Mallory signs her messages, but they are garbage, name another room,
-    // carry someone else's envelope as hers, or had their text altered.
-    let mallory = RawPeer::join(&rt, true, &quic, &a.peer_id);
+    // Mallory's messages are garbage, name another room, claim to be
+    // victor's while she signed them, or had their text altered.
+    let mallory = RawPeer::join(&rt, false, &quic, &a.peer_id);
     let mut other_room = chat_payload("wrong room", 0);
     other_room.room = "elsewhere".parse().unwrap();
     let mut altered = mallory.chat("pay 10", 7);
@@ -187,7 +193,17 @@ fn garbage_unsigned_and_oversized_gossip_is_refused_and_the_node_keeps_deliverin
             .as_bytes()
             .to_vec(),
         [mallory.chat("trailing", 3), vec![0]].concat(),
-        victor.chat("victor's words, mallory's publication", 5),
+        {
+            let hers = mallory.chat("victor's words, mallory's signature", 5);
+            let (theirs, mine) = (
+                victor.key.public().encode_protobuf(),
+                mallory.key.public().encode_protobuf(),
+            );
+            let at = hers.windows(mine.len()).position(|w| w == mine).unwrap();
+            let mut forged = hers.clone();
+            forged[at..at + mine.len()].copy_from_slice(&theirs);
+            forged
+        },
         altered,
     ] {
         mallory.publish(garbage);
@@ -197,11 +213,12 @@ fn garbage_unsigned_and_oversized_gossip_is_refused_and_the_node_keeps_deliverin
     // …so that not even a well-formed message is taken from her now.
     mallory.publish(mallory.chat("mallory after garbage", 1));
 
-    // Oscar sends a message far over the size limit; Trudy does not sign at all.
-    let oscar = RawPeer::join(&rt, true, &quic, &a.peer_id);
+    // Oscar sends a message far over the size limit; Trudy adds gossipsub's
+    // own signature, which Palaver's anonymous gossip refuses.
+    let oscar = RawPeer::join(&rt, false, &quic, &a.peer_id);
     oscar.publish(vec![b'x'; 200_000]);
-    let trudy = RawPeer::join(&rt, false, &quic, &a.peer_id);
-    trudy.publish(trudy.chat("unsigned", 0));
+    let trudy = RawPeer::join(&rt, true, &quic, &a.peer_id);
+    trudy.publish(trudy.chat("gossip-signed", 0));
 
     // Honest traffic still flows both ways, several rounds after the attacks.
     for i in 0..5 {
@@ -235,6 +252,6 @@ fn garbage_unsigned_and_oversized_gossip_is_refused_and_the_node_keeps_deliverin
     );
     b.drain();
     assert!(!b.seen.iter().any(|v| v["event"] == "message"
-        && ["mallory after garbage", "unsigned"].contains(&v["text"].as_str().unwrap_or(""))));
+        && ["mallory after garbage", "gossip-signed"].contains(&v["text"].as_str().unwrap_or(""))));
     drop((victor, mallory, oscar, trudy));
 }

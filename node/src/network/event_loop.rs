@@ -57,7 +57,6 @@ type Responder = oneshot::Sender<Reply>;
 struct Verified {
     id: gossipsub::MessageId,
     from: PeerId,
-    source: PeerId,
     room: RoomName,
     envelope: Result<Envelope, EnvelopeError>,
 }
@@ -404,7 +403,9 @@ impl EventLoop {
         message: gossipsub::Message,
     ) {
         use gossipsub::MessageAcceptance::{Ignore, Reject};
-        let (Some(source), Some(room)) = (message.source, room_of(&message.topic)) else {
+        // Gossip is anonymous (see behaviour.rs): the envelope names the
+        // author, and `from` answers for whatever it forwards.
+        let Some(room) = room_of(&message.topic) else {
             return self.judge(&id, &from, Reject);
         };
         if self.verifying >= MAX_VERIFYING {
@@ -419,7 +420,6 @@ impl EventLoop {
             let _ = done.blocking_send(Verified {
                 id,
                 from,
-                source,
                 room,
                 envelope,
             });
@@ -428,7 +428,7 @@ impl EventLoop {
 
     fn on_verified(&mut self, v: Verified) {
         self.verifying = self.verifying.saturating_sub(1);
-        match self.check(v.source, &v.room, v.envelope) {
+        match self.check(v.from, &v.room, v.envelope) {
             Ok(envelope) => {
                 self.judge(&v.id, &v.from, gossipsub::MessageAcceptance::Accept);
                 self.accept_live(envelope);
@@ -453,31 +453,27 @@ impl EventLoop {
     /// dropped (Ignore) or held against the peer that sent it (Reject).
     fn check(
         &self,
-        source: PeerId,
+        from: PeerId,
         room: &RoomName,
         envelope: Result<Envelope, EnvelopeError>,
     ) -> Result<Envelope, gossipsub::MessageAcceptance> {
         use gossipsub::MessageAcceptance::{Ignore, Reject};
         let envelope = envelope.map_err(|e| {
-            tracing::debug!(%source, "envelope refused: {e}");
+            tracing::debug!(%from, "envelope refused: {e}");
             if e.is_malformed() { Reject } else { Ignore }
         })?;
-        if envelope.author() != source {
-            tracing::debug!(%source, author = %envelope.author(), "published someone else's envelope");
-            return Err(Reject);
-        }
         let payload = envelope.payload();
         if payload.room != *room {
-            tracing::debug!(%source, "payload names another room than its topic");
+            tracing::debug!(%from, "payload names another room than its topic");
             return Err(Reject);
         }
-        if source == self.local || !self.rooms.is_joined(room) {
+        if envelope.author() == self.local || !self.rooms.is_joined(room) {
             return Err(Ignore);
         }
         // Live gossip is fresh: an old payload can only be a replay (history
         // comes by catch-up, not gossip). Clocks may differ by a few minutes.
         if unix_ms().abs_diff(payload.ts) > MAX_CLOCK_SKEW_MS {
-            tracing::debug!(%source, ts = payload.ts, "stale or future payload");
+            tracing::debug!(%from, ts = payload.ts, "stale or future payload");
             return Err(Ignore);
         }
         Ok(envelope)
