@@ -42,7 +42,7 @@ const TAG_BYTES: usize = 16;
 const MESSAGE_KEY_BYTES: usize = 1 + TAG_BYTES + 8 + TAG_BYTES;
 
 /// Why the store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the history store at {path}: {reason}")]
     Open { path: PathBuf, reason: String },

@@ -146,3 +146,32 @@ fn without_json_a_person_reads_plain_text() {
     }
     assert!(!text.contains('{'), "no JSON in text mode:\n{text}");
 }
+
+#[test]
+fn a_data_dir_that_cannot_be_used_is_a_clear_error() {
+    let dir = temp_dir("unusable", "u");
+    // A file where the data dir should be, and a data dir whose store is a file.
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let store_blocked = dir.join("blocked");
+    std::fs::create_dir_all(&store_blocked).unwrap();
+    std::fs::write(store_blocked.join("store"), b"x").unwrap();
+    for (data_dir, expected) in [
+        (&file, "cannot create or open data dir"),
+        (&store_blocked, "cannot open the history store"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_node"))
+            .args(["--json", "--no-mdns", "--data-dir"])
+            .arg(data_dir)
+            .env("PALAVER_PASSPHRASE", support::PASSPHRASE)
+            .env("PALAVER_KDF_LOG_N", support::TEST_KDF_LOG_N)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{expected:?} not in {stderr}");
+        assert!(out.stdout.is_empty(), "nothing on stdout on failure");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x", "left as it was");
+}

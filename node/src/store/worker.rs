@@ -125,9 +125,8 @@ fn put_batch(store: &Store, batch: Vec<(Vec<Envelope>, PutDone)>) {
         }
         Err(e) => {
             tracing::warn!("cannot store messages: {e}");
-            let message = e.to_string();
             for (_, done) in batch {
-                done(Err(StoreError::Db(message.clone())));
+                done(Err(e.clone()));
             }
         }
     }
