@@ -25,6 +25,10 @@ pub const MAX_PULLS_PER_ROOM: usize = 3;
 pub const REPEAT_AFTER: Duration = Duration::from_secs(10);
 /// Most (peer, room) start times remembered.
 const MAX_REMEMBERED: usize = 4096;
+/// How long after a "busy" refusal a pull is tried again (plus up to as much again).
+pub const BUSY_RETRY: Duration = Duration::from_secs(2);
+/// Most pulls waiting to be retried.
+const MAX_RETRIES: usize = 256;
 
 /// One pull from one peer about one room.
 #[derive(Debug)]
@@ -55,6 +59,8 @@ pub struct CatchUps {
     pulls: HashMap<Key, Pull>,
     requests: HashMap<OutboundRequestId, Key>,
     started: HashMap<Key, Instant>,
+    /// Pulls refused as busy, and when to try them again.
+    retries: HashMap<Key, Instant>,
 }
 
 impl CatchUps {
@@ -160,10 +166,37 @@ impl CatchUps {
         self.pulls.remove(key);
     }
 
+    /// Ends a pull the other side was too busy for; it is tried again after
+    /// [`BUSY_RETRY`] and a jitter derived from `jitter` (so that a crowd
+    /// refused at once does not come back at once).
+    pub fn busy(&mut self, key: &Key, now: Instant, jitter: u64) {
+        self.pulls.remove(key);
+        if self.retries.len() < MAX_RETRIES {
+            let extra = Duration::from_millis(jitter % BUSY_RETRY.as_millis() as u64);
+            self.retries.insert(key.clone(), now + BUSY_RETRY + extra);
+        }
+    }
+
+    /// Pulls due to be tried again; each may start at once.
+    pub fn due_retries(&mut self, now: Instant) -> Vec<Key> {
+        let due: Vec<Key> = self
+            .retries
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &due {
+            self.retries.remove(key);
+            self.started.remove(key);
+        }
+        due
+    }
+
     /// Ends every pull from `peer`.
     pub fn peer_gone(&mut self, peer: &PeerId) {
         self.pulls.retain(|(p, _), _| p != peer);
         self.requests.retain(|_, (p, _)| p != peer);
+        self.retries.retain(|(p, _), _| p != peer);
     }
 
     fn next(&mut self, key: &Key) -> Option<Request> {
@@ -243,6 +276,27 @@ mod tests {
         assert!(c.on_envelopes(&key).is_none());
         c.start(peer, &room(), Instant::now() + REPEAT_AFTER);
         assert!(c.on_envelopes(&key).is_none(), "envelopes nobody asked for");
+    }
+
+    #[test]
+    fn a_pull_refused_as_busy_is_tried_again_later() {
+        let mut c = CatchUps::default();
+        let peer = PeerId::random();
+        let key = (peer, room());
+        let now = Instant::now();
+        c.start(peer, &room(), now).unwrap();
+        c.busy(&key, now, 7);
+        assert!(c.due_retries(now).is_empty());
+        let later = now + 2 * BUSY_RETRY;
+        assert_eq!(c.due_retries(later), vec![key.clone()]);
+        assert!(
+            c.start(peer, &room(), later).is_some(),
+            "not held back as too soon"
+        );
+        assert!(
+            c.due_retries(later + BUSY_RETRY * 4).is_empty(),
+            "retried once"
+        );
     }
 
     #[test]

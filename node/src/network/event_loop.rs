@@ -110,8 +110,9 @@ pub struct EventLoop {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     catch_ups: CatchUps,
-    /// Catch-up requests being answered.
+    /// Catch-up requests being answered, in all and per peer.
     serving: usize,
+    serving_by_peer: HashMap<PeerId, usize>,
     /// Own messages handed to the store, not yet replied to.
     storing_own: usize,
     /// Application-score points peers lost for catch-up pages that failed verification.
@@ -146,6 +147,7 @@ impl EventLoop {
             done_rx,
             catch_ups: CatchUps::default(),
             serving: 0,
+            serving_by_peer: HashMap::new(),
             storing_own: 0,
             penalties: HashMap::new(),
             local,
@@ -525,6 +527,7 @@ impl EventLoop {
                 self.dial_bootstrap(addr, now);
             }
             self.nat_tick(now);
+            self.retry_catch_ups(now);
         }
     }
 

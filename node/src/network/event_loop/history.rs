@@ -19,6 +19,9 @@ use crate::store::{SavedState, is_history, message_ref, parallel};
 
 /// Most catch-up requests answered at once; more are refused as busy.
 pub(super) const MAX_SERVING: usize = 8;
+/// Most catch-up requests from one peer answered at once, so one peer cannot
+/// take every slot (nor keep the store thread from live messages).
+const MAX_SERVING_PER_PEER: usize = 2;
 /// Application-score cost of one envelope that failed verification in catch-up.
 const BAD_ENVELOPE_PENALTY: f64 = 1.0;
 /// Most peers whose catch-up penalties are remembered.
@@ -51,6 +54,7 @@ pub(super) enum Done {
     },
     /// The answer to a peer's catch-up request.
     Serve {
+        peer: PeerId,
         channel: ResponseChannel<Response>,
         response: Response,
     },
@@ -72,8 +76,18 @@ impl EventLoop {
                 rejected,
                 error,
             } => self.on_fetched(key, new, rejected, error),
-            Done::Serve { channel, response } => {
+            Done::Serve {
+                peer,
+                channel,
+                response,
+            } => {
                 self.serving = self.serving.saturating_sub(1);
+                if let Some(n) = self.serving_by_peer.get_mut(&peer) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.serving_by_peer.remove(&peer);
+                    }
+                }
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -254,6 +268,15 @@ impl EventLoop {
         }
     }
 
+    /// Pulls refused as busy earlier whose time has come.
+    pub(super) fn retry_catch_ups(&mut self, now: Instant) {
+        for (peer, room) in self.catch_ups.due_retries(now) {
+            if self.swarm.is_connected(&peer) {
+                self.start_catch_up(peer, &room);
+            }
+        }
+    }
+
     /// A room member (re)connected: catch up in every room it is in.
     pub(super) fn catch_up_with_member(&mut self, peer: PeerId) {
         for room in self.rooms.rooms_of_member(&peer) {
@@ -371,6 +394,11 @@ impl EventLoop {
                     self.catch_ups.end(&key);
                 }
             }
+            Response::Refused(Refusal::Busy) => {
+                tracing::debug!(%peer, "catch-up refused as busy; will ask again");
+                let jitter = super::super::unix_ms() ^ u64::from(self.local.to_bytes()[4]);
+                self.catch_ups.busy(&key, Instant::now(), jitter);
+            }
             Response::Refused(why) => {
                 tracing::debug!(%peer, ?why, "catch-up refused");
                 self.catch_ups.end(&key);
@@ -449,7 +477,8 @@ impl EventLoop {
         if !self.rooms.is_joined(request.room()) {
             return refuse(self, channel, Refusal::Unavailable);
         }
-        if self.serving >= MAX_SERVING {
+        let by_peer = self.serving_by_peer.get(&peer).copied().unwrap_or(0);
+        if self.serving >= MAX_SERVING || by_peer >= MAX_SERVING_PER_PEER {
             return refuse(self, channel, Refusal::Busy);
         }
         tracing::debug!(%peer, room = %request.room(), "serving catch-up");
@@ -483,10 +512,15 @@ impl EventLoop {
             return refuse(self, channel, Refusal::Busy);
         }
         self.serving += 1;
+        *self.serving_by_peer.entry(peer).or_insert(0) += 1;
         let done = self.done_tx.clone();
         tokio::spawn(async move {
             let response = rx.await.unwrap_or(Response::Refused(Refusal::Unavailable));
-            let _ = done.send(Done::Serve { channel, response });
+            let _ = done.send(Done::Serve {
+                peer,
+                channel,
+                response,
+            });
         });
     }
 }
