@@ -123,14 +123,7 @@ impl Request {
         let mut r = Reader(bytes);
         version(&mut r)?;
         let kind = r.u8()?;
-        let room_len = usize::from(r.u8()?);
-        let room = r
-            .str(room_len, "room")?
-            .parse()
-            .map_err(|error| WireError::Invalid {
-                field: "room",
-                error,
-            })?;
+        let room = r.name("room")?;
         let request = match kind {
             1 => {
                 let before = match r.u8()? {

@@ -132,22 +132,8 @@ impl Payload {
         let ts = r.u64()?;
         let session = r.u64()?;
         let seq = r.u64()?;
-        let room_len = usize::from(r.u8()?);
-        let room = r
-            .str(room_len, "room")?
-            .parse()
-            .map_err(|error| WireError::Invalid {
-                field: "room",
-                error,
-            })?;
-        let nick_len = usize::from(r.u8()?);
-        let nick = r
-            .str(nick_len, "nick")?
-            .parse()
-            .map_err(|error| WireError::Invalid {
-                field: "nick",
-                error,
-            })?;
+        let room = r.name("room")?;
+        let nick = r.name("nick")?;
         let body = match kind {
             1 => {
                 let len = usize::from(r.u16()?);
@@ -209,6 +195,17 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn str(&mut self, n: usize, field: &'static str) -> Result<&'a str, WireError> {
         std::str::from_utf8(self.take(n)?).map_err(|_| WireError::NotUtf8(field))
+    }
+
+    /// A validated name (room, nick) preceded by its length in one byte.
+    pub(crate) fn name<T: std::str::FromStr<Err = NameError>>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<T, WireError> {
+        let len = usize::from(self.u8()?);
+        self.str(len, field)?
+            .parse()
+            .map_err(|error| WireError::Invalid { field, error })
     }
 }
 
