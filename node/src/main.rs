@@ -81,8 +81,22 @@ enum Action {
     },
 }
 
-/// The passphrase from a file, an environment variable, or the terminal.
+/// The passphrase from a file, an environment variable, or the terminal;
+/// an empty one is refused here, before anything is created.
 fn read_passphrase(
+    file: Option<&PathBuf>,
+    env: &str,
+    prompt: &str,
+    confirm: bool,
+) -> Result<SecretString, String> {
+    let passphrase = passphrase_from_sources(file, env, prompt, confirm)?;
+    if passphrase.expose_secret().is_empty() {
+        return Err("the passphrase is empty".into());
+    }
+    Ok(passphrase)
+}
+
+fn passphrase_from_sources(
     file: Option<&PathBuf>,
     env: &str,
     prompt: &str,

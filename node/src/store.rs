@@ -20,6 +20,7 @@ pub mod key_file;
 pub mod parallel;
 pub mod worker;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -126,6 +127,15 @@ impl Store {
     /// Opens (creating on first start) the store in `data_dir`, readable with `keys`.
     pub fn open(data_dir: &Path, keys: &Keys) -> Result<Self, StoreError> {
         let path = data_dir.join(STORE_DIR);
+        // Private even when the data dir is not: sizes and timestamps are metadata.
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&path)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            return Err(StoreError::Open {
+                path,
+                reason: e.to_string(),
+            });
+        }
         let mut options = Options::default();
         options.create_if_missing(true);
         // Ciphertext does not compress.

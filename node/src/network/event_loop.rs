@@ -115,6 +115,8 @@ pub struct EventLoop {
     serving_by_peer: HashMap<PeerId, usize>,
     /// Own messages handed to the store, not yet replied to.
     storing_own: usize,
+    /// The rooms or nick changed but could not be saved yet.
+    state_unsaved: bool,
     /// Application-score points peers lost for catch-up pages that failed verification.
     penalties: HashMap<PeerId, f64>,
 }
@@ -149,6 +151,7 @@ impl EventLoop {
             serving: 0,
             serving_by_peer: HashMap::new(),
             storing_own: 0,
+            state_unsaved: false,
             penalties: HashMap::new(),
             local,
             keypair,
@@ -517,6 +520,9 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        if self.state_unsaved {
+            self.save_state(None);
+        }
         let (events, beacons) = self.rooms.tick(now);
         self.emit_room_events(events);
         for room in beacons {

@@ -38,6 +38,15 @@ impl EventLoop {
                 }
             },
             Some((Command::History { room, limit }, reply)) => self.history(room, limit, reply),
+            Some((command @ (Command::Join(_) | Command::Leave(_) | Command::Nick(_)), reply)) => {
+                // What changed is remembered before the reply says so.
+                let r = self.handle(command);
+                if matches!(r, Reply::Error { .. }) {
+                    let _ = reply.send(r);
+                } else {
+                    self.save_state(Some((r, reply)));
+                }
+            }
             Some((command, reply)) => {
                 let r = self.handle(command);
                 let _ = reply.send(r);
@@ -107,7 +116,6 @@ impl EventLoop {
         for room in rooms {
             let _ = self.publish(&room, Body::Presence);
         }
-        self.save_state();
         Reply::ok("nick")
     }
 
@@ -133,7 +141,6 @@ impl EventLoop {
         }
         let _ = self.publish(&room, Body::Join);
         self.nat_room_joined(&room);
-        self.save_state();
         Ok(Reply::ok("join"))
     }
 
@@ -145,7 +152,6 @@ impl EventLoop {
             .unsubscribe(&topic(&room));
         self.rooms.leave(&room);
         self.nat_room_left(&room);
-        self.save_state();
         Ok(Reply::ok("leave"))
     }
 
@@ -265,6 +271,9 @@ impl EventLoop {
         if let Some(s) = &mut self.shutdown {
             s.replies.extend(reply);
             return;
+        }
+        if self.state_unsaved {
+            self.save_state(None);
         }
         let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
         let mut announced = false;

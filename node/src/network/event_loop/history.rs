@@ -238,20 +238,32 @@ impl EventLoop {
         });
     }
 
-    /// Remembers the nick and rooms for the next start.
-    pub(super) fn save_state(&mut self) {
+    /// Remembers the nick and rooms for the next start, then sends `then`
+    /// (the reply to the command that changed them) once they are stored.
+    /// If the store is busy the reply goes now and the save is retried on
+    /// the next tick (and at shutdown).
+    pub(super) fn save_state(&mut self, then: Option<(Reply, Responder)>) {
         let state = SavedState {
             nick: Some(self.nick.clone()),
             rooms: self.rooms.joined().cloned().collect(),
         };
-        let queued = self.store.run(move |store| {
+        if self.store.is_full() {
+            tracing::warn!("the history store is busy; the rooms and nick will be saved later");
+            self.state_unsaved = true;
+            if let Some((reply, responder)) = then {
+                let _ = responder.send(reply);
+            }
+            return;
+        }
+        self.state_unsaved = false;
+        let _ = self.store.run(move |store| {
             if let Err(e) = store.save_state(&state) {
                 tracing::warn!("cannot remember the rooms and nick: {e}");
             }
+            if let Some((reply, responder)) = then {
+                let _ = responder.send(reply);
+            }
         });
-        if queued.is_err() {
-            tracing::warn!("the history store is busy; the rooms and nick are not saved");
-        }
     }
 
     // ---- catch-up: pulling ----
