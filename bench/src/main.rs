@@ -149,7 +149,7 @@ impl Sizes {
             latency_messages: 2_000,
             room_sizes: vec![10, 25],
             room_seconds: 20,
-            throughput_probe_s: 4.0,
+            throughput_probe_s: 3.0,
             throughput_confirm_s: 30.0,
             throughput_probes: usize::MAX,
             throughput_texts: vec![64, 1024],

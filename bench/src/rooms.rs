@@ -25,6 +25,10 @@ pub struct Room {
     pub to_last_member: Latency,
     pub to_each_member: Latency,
     pub cpu_per_delivery_us: f64,
+    /// All members' CPU with no traffic, seconds per second.
+    pub idle_cpu_per_s: f64,
+    /// CPU per delivery less what the members spend idle over the same time.
+    pub cpu_per_delivery_net_of_idle_us: f64,
     /// verify + encrypt at the receiver, plus sign + encrypt at the author
     /// shared among the receivers.
     pub crypto_floor_per_delivery_us: f64,
@@ -37,6 +41,7 @@ pub fn run(node: &Path, work: &Path, sizes: &[usize], seconds: u64, crypto: &cry
         let members = traffic::start_room(&mut cluster, n, "/ip4/127.0.0.1/udp/0/quic-v1", "quic-v1", "bench", &format!("r{n}-"))?;
         let authors: Vec<usize> = members.iter().copied().step_by((n / 5).max(1)).take(5).collect();
         traffic::warm_up(&mut cluster, "bench", &authors, &members)?;
+        let idle_cpu_per_s = traffic::idle_cpu_per_s(&cluster, &members, Duration::from_secs(2));
         let rate = 100.0;
         let count = (rate * seconds as f64) as usize;
         let outcome = traffic::run(
@@ -65,6 +70,13 @@ pub fn run(node: &Path, work: &Path, sizes: &[usize], seconds: u64, crypto: &cry
             to_last_member: Latency::of(&outcome.to_last),
             to_each_member: Latency::of(&outcome.to_each),
             cpu_per_delivery_us: outcome.cpu_per_delivery_us(),
+            idle_cpu_per_s,
+            cpu_per_delivery_net_of_idle_us: if outcome.deliveries == 0 {
+                0.0
+            } else {
+                (outcome.cpu.as_secs_f64() - idle_cpu_per_s * outcome.elapsed.as_secs_f64()).max(0.0) * 1e6
+                    / outcome.deliveries as f64
+            },
             crypto_floor_per_delivery_us: crypto.receive_us() + crypto.send_us() / receivers,
         });
     }
@@ -98,6 +110,14 @@ pub fn rows(rooms: &[Room]) -> Vec<Row> {
         rows.push(
             Row::new("rooms", format!("{n} nodes: CPU per delivered message (all processes)"), us(r.cpu_per_delivery_us))
                 .against(format!("crypto floor {}", us(r.crypto_floor_per_delivery_us)), ratio(r.cpu_per_delivery_us, r.crypto_floor_per_delivery_us)),
+        );
+        rows.push(
+            Row::new(
+                "rooms",
+                format!("{n} nodes: the same, less idle CPU ({:.1} % of a core for all {n} with no traffic)", r.idle_cpu_per_s * 100.0),
+                us(r.cpu_per_delivery_net_of_idle_us),
+            )
+            .against(format!("crypto floor {}", us(r.crypto_floor_per_delivery_us)), ratio(r.cpu_per_delivery_net_of_idle_us, r.crypto_floor_per_delivery_us)),
         );
     }
     rows

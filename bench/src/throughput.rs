@@ -14,7 +14,7 @@ use crate::stats::{Latency, ratio};
 use crate::traffic::{self, Outcome, Plan};
 
 /// Rates probed, messages per second.
-const RATES: &[u32] = &[500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000];
+const RATES: &[u32] = &[1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
@@ -114,7 +114,7 @@ pub fn run(node: &Path, work: &Path, probe_seconds: f64, confirm_seconds: f64, m
         }
         // Confirm the best probed rate over the long run, stepping down if it does not hold.
         let mut best = (0, None);
-        for (k, &rate) in held.iter().rev().take(3).enumerate() {
+        for (k, &rate) in held.iter().rev().take(2).enumerate() {
             let (p, o) = probe(&mut cluster, &members, text_bytes, rate, confirm_seconds, &format!("c{k}-"))?;
             let ok = p.sustained;
             probes.push(p);

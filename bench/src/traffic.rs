@@ -46,8 +46,9 @@ pub struct Outcome {
     /// How long the sending took (`count × interval` when the pace held).
     pub send_time: Duration,
     /// CPU time of all members' processes from the first send until every
-    /// message arrived (or the drain ended).
+    /// message arrived (or the drain ended), and that wall time.
     pub cpu: Duration,
+    pub elapsed: Duration,
 }
 
 impl Outcome {
@@ -167,6 +168,7 @@ pub fn run(cluster: &mut Cluster, plan: &Plan) -> anyhow::Result<Outcome> {
         }
     }
     let cpu = cpu_now().saturating_sub(cpu_start);
+    let elapsed = start.elapsed();
     let mut out = Outcome {
         sent: plan.count,
         send_errors: tally.send_errors,
@@ -174,6 +176,7 @@ pub fn run(cluster: &mut Cluster, plan: &Plan) -> anyhow::Result<Outcome> {
         deliveries: tally.deliveries,
         send_time,
         cpu,
+        elapsed,
         ..Outcome::default()
     };
     for (seq, arrived) in tally.arrivals.iter().enumerate() {
@@ -188,6 +191,16 @@ pub fn run(cluster: &mut Cluster, plan: &Plan) -> anyhow::Result<Outcome> {
         }
     }
     Ok(out)
+}
+
+/// CPU time the members use per second with no traffic (heartbeats, pings,
+/// timers), measured over `window`.
+pub fn idle_cpu_per_s(cluster: &Cluster, members: &[usize], window: Duration) -> f64 {
+    let pids: Vec<u32> = members.iter().map(|&i| cluster.nodes[i].pid()).collect();
+    let cpu_now = || -> Duration { pids.iter().filter_map(|&p| procfs::cpu_time(p).ok()).sum() };
+    let before = cpu_now();
+    std::thread::sleep(window);
+    cpu_now().saturating_sub(before).as_secs_f64() / window.as_secs_f64()
 }
 
 /// Node `i` of `n` in a room: the earlier nodes it bootstraps from, so the

@@ -149,7 +149,11 @@ fn main() -> ExitCode {
         eprintln!("node: no data directory: pass --data-dir DIR");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for the swarm and its connections: a chat node's network
+    // work is light, and handing tasks between worker threads cost more CPU
+    // per message than it saved (BENCHMARKS.md). Disk and crypto work run on
+    // the store thread and the blocking pool, not here.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -4,9 +4,16 @@
 /// Below this many items one thread does it all; threads cost more than they save.
 const MIN_PARALLEL: usize = 8;
 
+/// The cores this process may use, asked once: the standard library reads
+/// cgroup files to answer, which cost more than a small batch's crypto.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `f` over every item, in order, on up to one thread per core.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores();
     if items.len() < MIN_PARALLEL || threads < 2 {
         return items.iter().map(f).collect();
     }
