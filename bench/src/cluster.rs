@@ -144,7 +144,14 @@ impl Cluster {
                 let at = Instant::now();
                 let Ok(line) = line else { break };
                 let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                if tx.send(Line { node: index, at, value }).is_err() {
+                if tx
+                    .send(Line {
+                        node: index,
+                        at,
+                        value,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -167,17 +174,27 @@ impl Cluster {
         }
         let node = &mut self.nodes[index];
         node.ready_at = ready.at;
-        node.peer_id = ready.value["peer_id"].as_str().unwrap_or_default().to_owned();
+        node.peer_id = ready.value["peer_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         node.listen = ready.value["listen"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(index)
     }
 
     /// Writes one command line to node `i`.
     pub fn send(&mut self, i: usize, line: &str) -> anyhow::Result<()> {
-        let node = self.nodes.get_mut(i).ok_or_else(|| anyhow!("no node {i}"))?;
+        let node = self
+            .nodes
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no node {i}"))?;
         let stdin = node
             .stdin
             .as_mut()
@@ -204,7 +221,11 @@ impl Cluster {
 
     /// The first line matching `want` within `timeout`; lines that do not
     /// match are kept, in order, for later calls.
-    pub fn wait(&mut self, timeout: Duration, want: impl Fn(&Line) -> bool) -> anyhow::Result<Line> {
+    pub fn wait(
+        &mut self,
+        timeout: Duration,
+        want: impl Fn(&Line) -> bool,
+    ) -> anyhow::Result<Line> {
         if let Some(pos) = self.backlog.iter().position(&want) {
             return self
                 .backlog
@@ -231,7 +252,9 @@ impl Cluster {
     /// Sends a command to node `i` and waits for its reply (`ok`, `sent`, …
     /// or `error`, which is an error here).
     pub fn command(&mut self, i: usize, line: &str) -> anyhow::Result<Line> {
-        const REPLIES: &[&str] = &["ok", "sent", "rooms", "who", "peers", "history", "id", "error"];
+        const REPLIES: &[&str] = &[
+            "ok", "sent", "rooms", "who", "peers", "history", "id", "error",
+        ];
         self.send(i, line)?;
         let reply = self
             .wait(PROMPT, |l| l.node == i && REPLIES.contains(&l.event()))

@@ -111,7 +111,11 @@ pub fn rows(f: &Figures) -> Vec<Row> {
         Row::new("crypto", what("verify (Envelope::open)"), us(f.verify_us)),
         Row::new("crypto", what("age encrypt"), us(f.age_encrypt_us)),
         Row::new("crypto", what("age decrypt"), us(f.age_decrypt_us)),
-        Row::new("crypto", "floor per message sent (sign + encrypt)", us(f.send_us())),
+        Row::new(
+            "crypto",
+            "floor per message sent (sign + encrypt)",
+            us(f.send_us()),
+        ),
         Row::new(
             "crypto",
             "floor per message received (verify + encrypt)",
@@ -123,7 +127,10 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             us(f.sign_us + f.verify_us),
         )
         .against(
-            format!("{} per message sent + received now", us(f.send_us() + f.receive_us())),
+            format!(
+                "{} per message sent + received now",
+                us(f.send_us() + f.receive_us())
+            ),
             (f.sign_us + f.verify_us) / (f.send_us() + f.receive_us()),
         ),
     ]
@@ -136,7 +143,9 @@ mod tests {
     #[test]
     fn envelopes_carry_texts_of_the_asked_size() {
         let key = Keypair::generate_ed25519();
-        let e = envelope(&key, 7, 1024).map(|e| e.as_bytes().len()).unwrap_or(0);
+        let e = envelope(&key, 7, 1024)
+            .map(|e| e.as_bytes().len())
+            .unwrap_or(0);
         assert!(e > 1024 && e < 1024 + 300, "{e}");
     }
 

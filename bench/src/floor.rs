@@ -125,7 +125,10 @@ struct Helper {
 }
 
 impl Helper {
-    fn start(me: &Path, args: &[&str]) -> anyhow::Result<(Self, ChildStdin, BufReader<ChildStdout>)> {
+    fn start(
+        me: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<(Self, ChildStdin, BufReader<ChildStdout>)> {
         let mut child = Command::new(me)
             .args(args)
             .stdin(Stdio::piped())
@@ -156,7 +159,12 @@ fn read_port(out: &mut BufReader<ChildStdout>) -> anyhow::Result<u16> {
 
 /// Times `count` lines through source → socket → sink, one every `interval`,
 /// exactly as [`crate::latency`] times messages through two nodes.
-pub fn forward(me: &Path, socket: Socket, count: usize, interval: Duration) -> anyhow::Result<Latency> {
+pub fn forward(
+    me: &Path,
+    socket: Socket,
+    count: usize,
+    interval: Duration,
+) -> anyhow::Result<Latency> {
     let (_sink, _sink_in, mut sink_out) = Helper::start(me, &["floor-sink", socket.arg()])?;
     let port = read_port(&mut sink_out)?;
     let (_source, source_in, _source_out) =
@@ -202,7 +210,8 @@ pub fn forward(me: &Path, socket: Socket, count: usize, interval: Duration) -> a
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while samples.len() < count {
-        let Ok((at, line)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+        let Ok((at, line)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        else {
             break;
         };
         record(&sent_at, &mut samples, at, &line);
@@ -211,7 +220,12 @@ pub fn forward(me: &Path, socket: Socket, count: usize, interval: Duration) -> a
 }
 
 fn record(sent_at: &[Option<Instant>], samples: &mut Vec<Duration>, at: Instant, line: &str) {
-    if let Some(sent) = line.trim().parse::<usize>().ok().and_then(|i| sent_at.get(i).copied().flatten()) {
+    if let Some(sent) = line
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| sent_at.get(i).copied().flatten())
+    {
         samples.push(at.duration_since(sent));
     }
 }

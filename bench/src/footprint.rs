@@ -30,7 +30,12 @@ pub struct Figures {
     pub plain_process_rss_mib: f64,
 }
 
-const LISTEN: [&str; 4] = ["--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--listen", "/ip4/127.0.0.1/tcp/0"];
+const LISTEN: [&str; 4] = [
+    "--listen",
+    "/ip4/127.0.0.1/udp/0/quic-v1",
+    "--listen",
+    "/ip4/127.0.0.1/tcp/0",
+];
 
 fn start_ms(cluster: &mut Cluster, spawn: &Spawn) -> anyhow::Result<f64> {
     let i = cluster.start(spawn)?;
@@ -45,7 +50,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 0.5)
 }
 
-pub fn run(me: &Path, node: &Path, work: &Path, restarts: usize, settle: Duration) -> anyhow::Result<Figures> {
+pub fn run(
+    me: &Path,
+    node: &Path,
+    work: &Path,
+    restarts: usize,
+    settle: Duration,
+) -> anyhow::Result<Figures> {
     let mut cluster = Cluster::new(node, &work.join("footprint"))?;
     let mut slow = Spawn::new("slow", &LISTEN);
     slow.kdf_log_n = palaver_node::DEFAULT_LOG_N;
@@ -106,16 +117,51 @@ pub fn run(me: &Path, node: &Path, work: &Path, restarts: usize, settle: Duratio
 pub fn rows(f: &Figures) -> Vec<Row> {
     let plain = format!("plain process {}", ms(f.plain_process_start_ms));
     vec![
-        Row::new("footprint", "first start → ready (creates keys.age, scrypt log N 18)", ms(f.first_start_ms))
-            .against(plain.clone(), ratio(f.first_start_ms, f.plain_process_start_ms)),
-        Row::new("footprint", "restart → ready, passphrase unlock at the default cost (log N 18)", ms(f.restart_default_unlock_ms))
-            .against(plain.clone(), ratio(f.restart_default_unlock_ms, f.plain_process_start_ms)),
-        Row::new("footprint", "restart → ready, next to no unlock cost (log N 10)", ms(f.restart_cheap_unlock_ms))
-            .against(plain, ratio(f.restart_cheap_unlock_ms, f.plain_process_start_ms)),
-        Row::new("footprint", "node RSS idle (alone, no room)", mib(f.idle_rss_mib))
-            .against(format!("plain process {}", mib(f.plain_process_rss_mib)), ratio(f.idle_rss_mib, f.plain_process_rss_mib))
-            .target("≤ 30 MB", f.idle_rss_mib * 1.048_576 <= 30.0),
-        Row::new("footprint", "node RSS in 10 rooms", mib(f.ten_rooms_rss_mib))
-            .against(format!("idle {}", mib(f.idle_rss_mib)), ratio(f.ten_rooms_rss_mib, f.idle_rss_mib)),
+        Row::new(
+            "footprint",
+            "first start → ready (creates keys.age, scrypt log N 18)",
+            ms(f.first_start_ms),
+        )
+        .against(
+            plain.clone(),
+            ratio(f.first_start_ms, f.plain_process_start_ms),
+        ),
+        Row::new(
+            "footprint",
+            "restart → ready, passphrase unlock at the default cost (log N 18)",
+            ms(f.restart_default_unlock_ms),
+        )
+        .against(
+            plain.clone(),
+            ratio(f.restart_default_unlock_ms, f.plain_process_start_ms),
+        ),
+        Row::new(
+            "footprint",
+            "restart → ready, next to no unlock cost (log N 10)",
+            ms(f.restart_cheap_unlock_ms),
+        )
+        .against(
+            plain,
+            ratio(f.restart_cheap_unlock_ms, f.plain_process_start_ms),
+        ),
+        Row::new(
+            "footprint",
+            "node RSS idle (alone, no room)",
+            mib(f.idle_rss_mib),
+        )
+        .against(
+            format!("plain process {}", mib(f.plain_process_rss_mib)),
+            ratio(f.idle_rss_mib, f.plain_process_rss_mib),
+        )
+        .target("≤ 30 MB", f.idle_rss_mib * 1.048_576 <= 30.0),
+        Row::new(
+            "footprint",
+            "node RSS in 10 rooms",
+            mib(f.ten_rooms_rss_mib),
+        )
+        .against(
+            format!("idle {}", mib(f.idle_rss_mib)),
+            ratio(f.ten_rooms_rss_mib, f.idle_rss_mib),
+        ),
     ]
 }

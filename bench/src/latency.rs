@@ -36,12 +36,23 @@ pub struct Figures {
     pub transports: Vec<Transport>,
 }
 
-pub fn run(me: &Path, node: &Path, work: &Path, count: usize, crypto: &crypto::Figures) -> anyhow::Result<Figures> {
+pub fn run(
+    me: &Path,
+    node: &Path,
+    work: &Path,
+    count: usize,
+    crypto: &crypto::Figures,
+) -> anyhow::Result<Figures> {
     let interval = Duration::from_millis(3);
     let text_bytes = 64;
     let mut transports = Vec::new();
     for (name, listen, proto, socket) in [
-        ("QUIC", "/ip4/127.0.0.1/udp/0/quic-v1", "quic-v1", Socket::Udp),
+        (
+            "QUIC",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "quic-v1",
+            Socket::Udp,
+        ),
         ("TCP", "/ip4/127.0.0.1/tcp/0", "tcp", Socket::Tcp),
     ] {
         let mut cluster = Cluster::new(node, &work.join(format!("latency-{proto}")))?;
@@ -91,22 +102,38 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             let floor_total = floor + crypto_ms;
             let mut row = Row::new(
                 "latency",
-                format!("{}: publish → message at the other node, {label} ({}/{} delivered)", t.transport, t.delivered, t.messages),
+                format!(
+                    "{}: publish → message at the other node, {label} ({}/{} delivered)",
+                    t.transport, t.delivered, t.messages
+                ),
                 ms(value),
             )
             .against(
-                format!("{} plain pipe→{socket}→pipe + {} crypto = {}", ms(floor), ms(crypto_ms), ms(floor_total)),
+                format!(
+                    "{} plain pipe→{socket}→pipe + {} crypto = {}",
+                    ms(floor),
+                    ms(crypto_ms),
+                    ms(floor_total)
+                ),
                 value / floor_total,
             );
             if quic {
-                row = row.target(format!("≤ {target} ms"), value <= target && t.delivered == t.messages);
+                row = row.target(
+                    format!("≤ {target} ms"),
+                    value <= target && t.delivered == t.messages,
+                );
             }
             rows.push(row);
         }
-        rows.push(
-            Row::new("latency", format!("{socket} ping-pong between two plain processes, round trip p50 / p99"),
-                format!("{} / {}", ms(t.floor_ping_pong.p50_ms), ms(t.floor_ping_pong.p99_ms))),
-        );
+        rows.push(Row::new(
+            "latency",
+            format!("{socket} ping-pong between two plain processes, round trip p50 / p99"),
+            format!(
+                "{} / {}",
+                ms(t.floor_ping_pong.p50_ms),
+                ms(t.floor_ping_pong.p99_ms)
+            ),
+        ));
     }
     rows
 }

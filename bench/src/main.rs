@@ -192,7 +192,11 @@ fn is_root() -> bool {
 /// Runs the chosen benchmarks; Ok(false) when one failed to run.
 fn suite(cli: &Cli) -> anyhow::Result<bool> {
     let began = Instant::now();
-    let sizes = if cli.quick { Sizes::quick() } else { Sizes::full() };
+    let sizes = if cli.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
     let wanted = |b: Bench| cli.only.is_empty() || cli.only.contains(&b);
     let me = std::env::current_exe()?;
     let node = absolute(&cli.bin_dir.join("node"))?;
@@ -232,13 +236,19 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
         .chain([64].iter())
         .map(|&b| crypto::measure(b, sizes.crypto_ops))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let floor64 = *floors.last().ok_or_else(|| anyhow::anyhow!("no crypto floor"))?;
+    let floor64 = *floors
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("no crypto floor"))?;
     if wanted(Bench::Crypto) {
         let mut r = crypto::rows(&floor64);
         for f in floors.iter().filter(|f| f.text_bytes != 64) {
             r.extend(crypto::rows(f).into_iter().take(4));
         }
-        record("crypto", Ok((serde_json::to_value(&floors)?, r)), t.elapsed());
+        record(
+            "crypto",
+            Ok((serde_json::to_value(&floors)?, r)),
+            t.elapsed(),
+        );
     }
     macro_rules! bench {
         ($b:expr, $name:literal, $run:expr, $rows:path) => {
@@ -250,17 +260,45 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
             }
         };
     }
-    bench!(Bench::Latency, "latency", latency::run(&me, &node, &work, sizes.latency_messages, &floor64), latency::rows);
-    bench!(Bench::Rooms, "rooms", rooms::run(&node, &work, &sizes.room_sizes, sizes.room_seconds, &floor64), rooms::rows);
+    bench!(
+        Bench::Latency,
+        "latency",
+        latency::run(&me, &node, &work, sizes.latency_messages, &floor64),
+        latency::rows
+    );
+    bench!(
+        Bench::Rooms,
+        "rooms",
+        rooms::run(
+            &node,
+            &work,
+            &sizes.room_sizes,
+            sizes.room_seconds,
+            &floor64
+        ),
+        rooms::rows
+    );
     let throughput_floors: Vec<crypto::Figures> = floors[..sizes.throughput_texts.len()].to_vec();
     bench!(
         Bench::Throughput,
         "throughput",
-        throughput::run(&node, &work, sizes.throughput_probe_s, sizes.throughput_confirm_s, sizes.throughput_probes, &throughput_floors),
+        throughput::run(
+            &node,
+            &work,
+            sizes.throughput_probe_s,
+            sizes.throughput_confirm_s,
+            sizes.throughput_probes,
+            &throughput_floors
+        ),
         throughput::rows
     );
     let (stored, writes, pages) = sizes.store;
-    bench!(Bench::Store, "store", store::run(&work, stored, writes, pages), store::rows);
+    bench!(
+        Bench::Store,
+        "store",
+        store::run(&work, stored, writes, pages),
+        store::rows
+    );
     let (reservations, circuits, rendezvous_peers, hold) = sizes.relay;
     bench!(
         Bench::Relay,
@@ -280,21 +318,45 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
             eprintln!("bench: natlab skipped in --quick (scripts/test runs the NAT lab as a test)");
         } else if !is_root() {
             eprintln!("bench: natlab skipped: it needs root (network namespaces)");
-            record("natlab", Ok((json!({"skipped": "needs root"}), vec![Row::new("hole punch", "NAT lab", "skipped: needs root")])), Duration::ZERO);
+            record(
+                "natlab",
+                Ok((
+                    json!({"skipped": "needs root"}),
+                    vec![Row::new("hole punch", "NAT lab", "skipped: needs root")],
+                )),
+                Duration::ZERO,
+            );
         } else {
-            bench!(Bench::Natlab, "natlab", natlab::run(&cli.repo, &work, sizes.natlab_trials), natlab::rows);
+            bench!(
+                Bench::Natlab,
+                "natlab",
+                natlab::run(&cli.repo, &work, sizes.natlab_trials),
+                natlab::rows
+            );
         }
     }
-    bench!(Bench::Footprint, "footprint", footprint::run(&me, &node, &work, sizes.footprint_restarts, sizes.settle), footprint::rows);
+    bench!(
+        Bench::Footprint,
+        "footprint",
+        footprint::run(&me, &node, &work, sizes.footprint_restarts, sizes.settle),
+        footprint::rows
+    );
 
     let took = began.elapsed();
     let table = report::text_table(&rows);
     println!("{table}");
     let machine = machine();
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    let met = rows.iter().filter_map(|r| r.target.as_ref()).filter(|t| t.met).count();
+    let met = rows
+        .iter()
+        .filter_map(|r| r.target.as_ref())
+        .filter(|t| t.met)
+        .count();
     let targets = rows.iter().filter(|r| r.target.is_some()).count();
-    println!("{met} of {targets} targets met; {:.0} s", took.as_secs_f64());
+    println!(
+        "{met} of {targets} targets met; {:.0} s",
+        took.as_secs_f64()
+    );
     if let Some(path) = &cli.json {
         let doc = json!({
             "date": date,
@@ -318,10 +380,21 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
         let section = format!(
             "## Latest figures\n\nMeasured {date} on {machine}, by `{}`{} in {:.0} s. Every figure is beside a floor or baseline measured in the same run; the ratio is figure ÷ floor.\n\n{}\n{met} of {targets} targets met.{}\n",
             cli.command,
-            if cli.quick { " (quick: small sizes, indications only)" } else { "" },
+            if cli.quick {
+                " (quick: small sizes, indications only)"
+            } else {
+                ""
+            },
             took.as_secs_f64(),
             report::markdown_table(&rows),
-            if missed.is_empty() { String::new() } else { format!(" Not met: {}. See below for what limits each.", missed.join("; ")) },
+            if missed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " Not met: {}. See below for what limits each.",
+                    missed.join("; ")
+                )
+            },
         );
         let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
         std::fs::write(path, report::splice(&old, &section))?;

@@ -45,7 +45,9 @@ pub fn rows(f: &Figures) -> Vec<Row> {
         .map(|(name, t)| {
             Row::new(
                 "hole punch",
-                format!("{name}, cone NAT lab: direct after hole punch; relayed → direct median / p95"),
+                format!(
+                    "{name}, cone NAT lab: direct after hole punch; relayed → direct median / p95"
+                ),
                 format!(
                     "{}/{}; {} / {}",
                     t.successes,
@@ -54,7 +56,10 @@ pub fn rows(f: &Figures) -> Vec<Row> {
                     t.p95_ms.map_or("-".into(), ms)
                 ),
             )
-            .target(format!("{0}/{0}", t.trials), t.trials > 0 && t.successes == t.trials)
+            .target(
+                format!("{0}/{0}", t.trials),
+                t.trials > 0 && t.successes == t.trials,
+            )
         })
         .collect()
 }

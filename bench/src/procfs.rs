@@ -43,7 +43,14 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
             .parse()?)
     };
     let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_secs_f64(total as f64 / clock_ticks_per_second()))
+    Ok(Duration::from_secs_f64(
+        total as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// CPU time of this process (all threads).
+pub fn own_cpu_time() -> anyhow::Result<Duration> {
+    cpu_time(std::process::id())
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -63,6 +70,10 @@ mod tests {
         for i in 0..50_000_000u64 {
             x = std::hint::black_box(x.wrapping_add(i));
         }
-        assert!(cpu_time(std::process::id()).map(|t| t > Duration::ZERO).unwrap_or(false));
+        assert!(
+            cpu_time(std::process::id())
+                .map(|t| t > Duration::ZERO)
+                .unwrap_or(false)
+        );
     }
 }

@@ -116,7 +116,14 @@ pub fn text_table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let header = ["bench", "what", "figure", "floor / baseline", "ratio", "target"];
+    let header = [
+        "bench",
+        "what",
+        "figure",
+        "floor / baseline",
+        "ratio",
+        "target",
+    ];
     let mut widths = header.map(|h| h.chars().count());
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {

@@ -34,12 +34,30 @@ pub struct Room {
     pub crypto_floor_per_delivery_us: f64,
 }
 
-pub fn run(node: &Path, work: &Path, sizes: &[usize], seconds: u64, crypto: &crypto::Figures) -> anyhow::Result<Vec<Room>> {
+pub fn run(
+    node: &Path,
+    work: &Path,
+    sizes: &[usize],
+    seconds: u64,
+    crypto: &crypto::Figures,
+) -> anyhow::Result<Vec<Room>> {
     let mut rooms = Vec::new();
     for &n in sizes {
         let mut cluster = Cluster::new(node, &work.join(format!("room-{n}")))?;
-        let members = traffic::start_room(&mut cluster, n, "/ip4/127.0.0.1/udp/0/quic-v1", "quic-v1", "bench", &format!("r{n}-"))?;
-        let authors: Vec<usize> = members.iter().copied().step_by((n / 5).max(1)).take(5).collect();
+        let members = traffic::start_room(
+            &mut cluster,
+            n,
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "quic-v1",
+            "bench",
+            &format!("r{n}-"),
+        )?;
+        let authors: Vec<usize> = members
+            .iter()
+            .copied()
+            .step_by((n / 5).max(1))
+            .take(5)
+            .collect();
         traffic::warm_up(&mut cluster, "bench", &authors, &members)?;
         let idle_cpu_per_s = traffic::idle_cpu_per_s(&cluster, &members, Duration::from_secs(2));
         let rate = 100.0;
@@ -74,7 +92,9 @@ pub fn run(node: &Path, work: &Path, sizes: &[usize], seconds: u64, crypto: &cry
             cpu_per_delivery_net_of_idle_us: if outcome.deliveries == 0 {
                 0.0
             } else {
-                (outcome.cpu.as_secs_f64() - idle_cpu_per_s * outcome.elapsed.as_secs_f64()).max(0.0) * 1e6
+                (outcome.cpu.as_secs_f64() - idle_cpu_per_s * outcome.elapsed.as_secs_f64())
+                    .max(0.0)
+                    * 1e6
                     / outcome.deliveries as f64
             },
             crypto_floor_per_delivery_us: crypto.receive_us() + crypto.send_us() / receivers,
@@ -90,10 +110,20 @@ pub fn rows(rooms: &[Room]) -> Vec<Row> {
         let big = n >= 25;
         let mut p99 = Row::new(
             "rooms",
-            format!("{n} nodes, {} msg/s from {} authors: send → last member, p50 / p99", r.rate_per_s, r.authors),
-            format!("{} / {}", ms(r.to_last_member.p50_ms), ms(r.to_last_member.p99_ms)),
+            format!(
+                "{n} nodes, {} msg/s from {} authors: send → last member, p50 / p99",
+                r.rate_per_s, r.authors
+            ),
+            format!(
+                "{} / {}",
+                ms(r.to_last_member.p50_ms),
+                ms(r.to_last_member.p99_ms)
+            ),
         )
-        .baseline(format!("to each member p50 {}", ms(r.to_each_member.p50_ms)));
+        .baseline(format!(
+            "to each member p50 {}",
+            ms(r.to_each_member.p50_ms)
+        ));
         if big {
             p99 = p99.target("p99 ≤ 50 ms", r.to_last_member.p99_ms <= 50.0);
         }
@@ -101,15 +131,27 @@ pub fn rows(rooms: &[Room]) -> Vec<Row> {
         let mut delivery = Row::new(
             "rooms",
             format!("{n} nodes: delivered"),
-            format!("{}/{} ({:.2} %)", r.deliveries, r.expected_deliveries, r.delivery_ratio * 100.0),
+            format!(
+                "{}/{} ({:.2} %)",
+                r.deliveries,
+                r.expected_deliveries,
+                r.delivery_ratio * 100.0
+            ),
         );
         if big {
             delivery = delivery.target("100 %", r.deliveries == r.expected_deliveries);
         }
         rows.push(delivery);
         rows.push(
-            Row::new("rooms", format!("{n} nodes: CPU per delivered message (all processes)"), us(r.cpu_per_delivery_us))
-                .against(format!("crypto floor {}", us(r.crypto_floor_per_delivery_us)), ratio(r.cpu_per_delivery_us, r.crypto_floor_per_delivery_us)),
+            Row::new(
+                "rooms",
+                format!("{n} nodes: CPU per delivered message (all processes)"),
+                us(r.cpu_per_delivery_us),
+            )
+            .against(
+                format!("crypto floor {}", us(r.crypto_floor_per_delivery_us)),
+                ratio(r.cpu_per_delivery_us, r.crypto_floor_per_delivery_us),
+            ),
         );
         rows.push(
             Row::new(

@@ -113,13 +113,20 @@ pub fn run(work: &Path, stored: usize, writes: usize, pages: usize) -> anyhow::R
         let page = store.latest(&room, 50)?;
         samples.push(start.elapsed());
         if page.messages.len() != 50 || page.corrupt != 0 {
-            bail!("a page held {} messages, {} corrupt", page.messages.len(), page.corrupt);
+            bail!(
+                "a page held {} messages, {} corrupt",
+                page.messages.len(),
+                page.corrupt
+            );
         }
     }
     let mut plain_samples = Vec::with_capacity(pages);
     for _ in 0..pages {
         let start = Instant::now();
-        let rows = plain.iterator(rocksdb::IteratorMode::End).take(50).collect::<Result<Vec<_>, _>>()?;
+        let rows = plain
+            .iterator(rocksdb::IteratorMode::End)
+            .take(50)
+            .collect::<Result<Vec<_>, _>>()?;
         plain_samples.push(start.elapsed());
         if rows.len() != 50 {
             bail!("plain RocksDB gave {} rows", rows.len());
@@ -157,21 +164,37 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             format!("encrypted writes, batches of {} (a busy room)", w.batch)
         };
         rows.push(
-            Row::new("store", format!("{what}, {} B values", f.value_bytes), per_s(w.encrypted_per_s, "msg"))
-                .against(
-                    format!("plain RocksDB {}; raw age, one core {}", per_s(w.plain_rocksdb_per_s, "msg"), per_s(f.age_encrypt_per_s, "enc")),
-                    ratio(w.encrypted_per_s, w.plain_rocksdb_per_s),
-                )
-                .target("≥ 12,000/s", w.encrypted_per_s >= 12_000.0),
+            Row::new(
+                "store",
+                format!("{what}, {} B values", f.value_bytes),
+                per_s(w.encrypted_per_s, "msg"),
+            )
+            .against(
+                format!(
+                    "plain RocksDB {}; raw age, one core {}",
+                    per_s(w.plain_rocksdb_per_s, "msg"),
+                    per_s(f.age_encrypt_per_s, "enc")
+                ),
+                ratio(w.encrypted_per_s, w.plain_rocksdb_per_s),
+            )
+            .target("≥ 12,000/s", w.encrypted_per_s >= 12_000.0),
         );
     }
     rows.push(
-        Row::new("store", format!("/history page of 50, {} stored, p50 / p99", f.stored), format!("{} / {}", ms(f.page.p50_ms), ms(f.page.p99_ms)))
-            .against(
-                format!("plain RocksDB {}; 50 raw age decrypts, one core {}", ms(f.plain_rocksdb_page.p50_ms), ms(f.raw_age_decrypt_50.p50_ms)),
-                ratio(f.page.p50_ms, f.raw_age_decrypt_50.p50_ms),
-            )
-            .target("≤ 5 ms", f.page.p99_ms <= 5.0),
+        Row::new(
+            "store",
+            format!("/history page of 50, {} stored, p50 / p99", f.stored),
+            format!("{} / {}", ms(f.page.p50_ms), ms(f.page.p99_ms)),
+        )
+        .against(
+            format!(
+                "plain RocksDB {}; 50 raw age decrypts, one core {}",
+                ms(f.plain_rocksdb_page.p50_ms),
+                ms(f.raw_age_decrypt_50.p50_ms)
+            ),
+            ratio(f.page.p50_ms, f.raw_age_decrypt_50.p50_ms),
+        )
+        .target("≤ 5 ms", f.page.p99_ms <= 5.0),
     );
     rows
 }

@@ -48,19 +48,38 @@ fn shortfall(o: &Outcome, planned: Duration) -> Option<String> {
         return Some(format!("{} sends refused", o.send_errors));
     }
     if o.deliveries < o.expected_deliveries {
-        return Some(format!("lost {} of {}", o.expected_deliveries - o.deliveries, o.expected_deliveries));
+        return Some(format!(
+            "lost {} of {}",
+            o.expected_deliveries - o.deliveries,
+            o.expected_deliveries
+        ));
     }
     if o.send_time > planned + planned / 20 + Duration::from_millis(50) {
-        return Some(format!("the author's input backed up: {:.1} s to send {:.1} s worth", o.send_time.as_secs_f64(), planned.as_secs_f64()));
+        return Some(format!(
+            "the author's input backed up: {:.1} s to send {:.1} s worth",
+            o.send_time.as_secs_f64(),
+            planned.as_secs_f64()
+        ));
     }
     let (first, last) = o.first_and_last_fifth();
     if last.p50_ms > 3.0 * first.p50_ms + 20.0 || last.max_ms > 1000.0 {
-        return Some(format!("queue grew: p50 {} in the first fifth, {} in the last", ms(first.p50_ms), ms(last.p50_ms)));
+        return Some(format!(
+            "queue grew: p50 {} in the first fifth, {} in the last",
+            ms(first.p50_ms),
+            ms(last.p50_ms)
+        ));
     }
     None
 }
 
-fn probe(cluster: &mut Cluster, members: &[usize], text_bytes: usize, rate: u32, seconds: f64, tag: &str) -> anyhow::Result<(Probe, Outcome)> {
+fn probe(
+    cluster: &mut Cluster,
+    members: &[usize],
+    text_bytes: usize,
+    rate: u32,
+    seconds: f64,
+    tag: &str,
+) -> anyhow::Result<(Probe, Outcome)> {
     let count = (f64::from(rate) * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let o = traffic::run(
@@ -94,17 +113,38 @@ fn probe(cluster: &mut Cluster, members: &[usize], text_bytes: usize, rate: u32,
     ))
 }
 
-pub fn run(node: &Path, work: &Path, probe_seconds: f64, confirm_seconds: f64, max_probes: usize, floors: &[crypto::Figures]) -> anyhow::Result<Vec<Size>> {
+pub fn run(
+    node: &Path,
+    work: &Path,
+    probe_seconds: f64,
+    confirm_seconds: f64,
+    max_probes: usize,
+    floors: &[crypto::Figures],
+) -> anyhow::Result<Vec<Size>> {
     let mut sizes = Vec::new();
     for floor in floors {
         let text_bytes = floor.text_bytes;
         let mut cluster = Cluster::new(node, &work.join(format!("throughput-{text_bytes}")))?;
-        let members = traffic::start_room(&mut cluster, 4, "/ip4/127.0.0.1/udp/0/quic-v1", "quic-v1", "bench", &format!("t{text_bytes}-"))?;
+        let members = traffic::start_room(
+            &mut cluster,
+            4,
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "quic-v1",
+            "bench",
+            &format!("t{text_bytes}-"),
+        )?;
         traffic::warm_up(&mut cluster, "bench", &members[..1], &members)?;
         let mut probes = Vec::new();
         let mut held: Vec<u32> = Vec::new();
         for (k, &rate) in RATES.iter().take(max_probes).enumerate() {
-            let (p, _) = probe(&mut cluster, &members, text_bytes, rate, probe_seconds, &format!("p{k}-"))?;
+            let (p, _) = probe(
+                &mut cluster,
+                &members,
+                text_bytes,
+                rate,
+                probe_seconds,
+                &format!("p{k}-"),
+            )?;
             let ok = p.sustained;
             probes.push(p);
             if !ok {
@@ -115,7 +155,14 @@ pub fn run(node: &Path, work: &Path, probe_seconds: f64, confirm_seconds: f64, m
         // Confirm the best probed rate over the long run, stepping down if it does not hold.
         let mut best = (0, None);
         for (k, &rate) in held.iter().rev().take(2).enumerate() {
-            let (p, o) = probe(&mut cluster, &members, text_bytes, rate, confirm_seconds, &format!("c{k}-"))?;
+            let (p, o) = probe(
+                &mut cluster,
+                &members,
+                text_bytes,
+                rate,
+                confirm_seconds,
+                &format!("c{k}-"),
+            )?;
             let ok = p.sustained;
             probes.push(p);
             if ok {
@@ -152,17 +199,34 @@ pub fn rows(sizes: &[Size]) -> Vec<Row> {
         rows.push(
             Row::new(
                 "throughput",
-                format!("{} B texts, 1 author + 3 members: highest zero-loss rate held {:.0} s", s.text_bytes, s.confirm_seconds),
+                format!(
+                    "{} B texts, 1 author + 3 members: highest zero-loss rate held {:.0} s",
+                    s.text_bytes, s.confirm_seconds
+                ),
                 per_s(f64::from(s.sustained_per_s), "msg"),
             )
-            .baseline(format!("send → last member p50 {} p99 {}{failed}", ms(s.to_last_member.p50_ms), ms(s.to_last_member.p99_ms)))
+            .baseline(format!(
+                "send → last member p50 {} p99 {}{failed}",
+                ms(s.to_last_member.p50_ms),
+                ms(s.to_last_member.p99_ms)
+            ))
             .target("≥ 2,000 msg/s", s.sustained_per_s >= 2000),
         );
         let r = ratio(s.cpu_per_delivery_us, s.crypto_floor_per_delivery_us);
         rows.push(
-            Row::new("throughput", format!("{} B: CPU per delivered message at that rate (all 4 nodes)", s.text_bytes), us(s.cpu_per_delivery_us))
-                .against(format!("crypto floor {}", us(s.crypto_floor_per_delivery_us)), r)
-                .target("≤ 1.5× the crypto floor", s.sustained_per_s > 0 && r <= 1.5),
+            Row::new(
+                "throughput",
+                format!(
+                    "{} B: CPU per delivered message at that rate (all 4 nodes)",
+                    s.text_bytes
+                ),
+                us(s.cpu_per_delivery_us),
+            )
+            .against(
+                format!("crypto floor {}", us(s.crypto_floor_per_delivery_us)),
+                r,
+            )
+            .target("≤ 1.5× the crypto floor", s.sustained_per_s > 0 && r <= 1.5),
         );
     }
     rows

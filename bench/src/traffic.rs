@@ -110,7 +110,10 @@ impl Tally<'_> {
                 if line.value["room"] != self.plan.room.as_str() {
                     return;
                 }
-                let Some(seq) = line.value["text"].as_str().and_then(|t| seq_of(&self.plan.tag, t)) else {
+                let Some(seq) = line.value["text"]
+                    .as_str()
+                    .and_then(|t| seq_of(&self.plan.tag, t))
+                else {
                     return;
                 };
                 if let Some(arrived) = self.arrivals.get_mut(seq)
@@ -136,7 +139,11 @@ pub fn run(cluster: &mut Cluster, plan: &Plan) -> anyhow::Result<Outcome> {
         deliveries: 0,
         send_errors: 0,
     };
-    let pids: Vec<u32> = plan.members.iter().map(|&i| cluster.nodes[i].pid()).collect();
+    let pids: Vec<u32> = plan
+        .members
+        .iter()
+        .map(|&i| cluster.nodes[i].pid())
+        .collect();
     let cpu_now = || -> Duration { pids.iter().filter_map(|&p| procfs::cpu_time(p).ok()).sum() };
     cluster.clear();
     let cpu_start = cpu_now();
@@ -150,7 +157,11 @@ pub fn run(cluster: &mut Cluster, plan: &Plan) -> anyhow::Result<Outcome> {
         tally.sent_at[seq] = Some(Instant::now());
         cluster.send(
             author,
-            &format!("/send {} {}", plan.room, text(&plan.tag, seq, plan.text_bytes)),
+            &format!(
+                "/send {} {}",
+                plan.room,
+                text(&plan.tag, seq, plan.text_bytes)
+            ),
         )?;
         for line in cluster.drain() {
             tally.take(&line);
@@ -180,9 +191,14 @@ pub fn run(cluster: &mut Cluster, plan: &Plan) -> anyhow::Result<Outcome> {
         ..Outcome::default()
     };
     for (seq, arrived) in tally.arrivals.iter().enumerate() {
-        let Some(sent) = tally.sent_at[seq] else { continue };
-        out.to_each
-            .extend(arrived.values().map(|at| at.saturating_duration_since(sent)));
+        let Some(sent) = tally.sent_at[seq] else {
+            continue;
+        };
+        out.to_each.extend(
+            arrived
+                .values()
+                .map(|at| at.saturating_duration_since(sent)),
+        );
         if arrived.len() == receivers
             && let Some(last) = arrived.values().max()
         {
@@ -217,7 +233,12 @@ pub fn bootstrap_peers(i: usize) -> Vec<usize> {
 
 /// Sends one message from each author until every member has it, so the
 /// gossip mesh is formed before anything is measured.
-pub fn warm_up(cluster: &mut Cluster, room: &str, authors: &[usize], members: &[usize]) -> anyhow::Result<()> {
+pub fn warm_up(
+    cluster: &mut Cluster,
+    room: &str,
+    authors: &[usize],
+    members: &[usize],
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     for (k, &author) in authors.iter().enumerate() {
         for attempt in 0.. {
@@ -235,7 +256,9 @@ pub fn warm_up(cluster: &mut Cluster, room: &str, authors: &[usize], members: &[
                 break;
             }
             if Instant::now() > deadline {
-                anyhow::bail!("the room did not form: a message from node {author} did not reach every member in 60 s");
+                anyhow::bail!(
+                    "the room did not form: a message from node {author} did not reach every member in 60 s"
+                );
             }
         }
     }
@@ -244,7 +267,14 @@ pub fn warm_up(cluster: &mut Cluster, room: &str, authors: &[usize], members: &[
 
 /// Starts `n` nodes listening on `listen` (a loopback multiaddr with port 0),
 /// each bootstrapping from earlier ones over `transport`, all in `room`.
-pub fn start_room(cluster: &mut Cluster, n: usize, listen: &str, transport: &str, room: &str, prefix: &str) -> anyhow::Result<Vec<usize>> {
+pub fn start_room(
+    cluster: &mut Cluster,
+    n: usize,
+    listen: &str,
+    transport: &str,
+    room: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<usize>> {
     let mut members: Vec<usize> = Vec::with_capacity(n);
     for i in 0..n {
         let mut args = vec!["--listen".to_owned(), listen.to_owned()];

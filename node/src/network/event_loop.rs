@@ -24,7 +24,8 @@ use super::connections::{Bootstrap, Connections, dial_opts, peer_of};
 use super::relays::Relays;
 use super::{NetworkConfig, unix_ms};
 use crate::rooms::Rooms;
-use crate::store::worker::StoreHandle;
+use crate::store::is_history;
+use crate::store::worker::{PutDone, StoreHandle};
 
 mod commands;
 mod history;
@@ -53,12 +54,14 @@ const MAX_PENDING_DIALS: usize = 64;
 
 type Responder = oneshot::Sender<Reply>;
 
-/// A gossip message whose envelope was checked off the event loop.
+/// A gossip message judged on the store thread: its envelope verified and
+/// checked, and (chat) stored.
 struct Verified {
     id: gossipsub::MessageId,
     from: PeerId,
-    room: RoomName,
-    envelope: Result<Envelope, EnvelopeError>,
+    verdict: Result<Envelope, gossipsub::MessageAcceptance>,
+    /// For chat: whether storing it worked and it was new.
+    stored: Option<Result<bool, String>>,
 }
 
 #[derive(Debug)]
@@ -399,8 +402,9 @@ impl EventLoop {
         }
     }
 
-    /// A gossip message arrived: its envelope is verified off the event loop
-    /// (signature checks are the costly part), and judged in [`Self::on_verified`].
+    /// A gossip message arrived. Its envelope is verified, checked and (chat)
+    /// stored on the store thread, in one hand-over; [`Self::on_verified`]
+    /// forwards it and shows it.
     fn on_gossip_message(
         &mut self,
         from: PeerId,
@@ -413,30 +417,65 @@ impl EventLoop {
         let Some(room) = room_of(&message.topic) else {
             return self.judge(&id, &from, Reject);
         };
+        if !self.rooms.is_joined(&room) {
+            return self.judge(&id, &from, Ignore);
+        }
         if self.verifying >= MAX_VERIFYING {
             tracing::debug!("too many messages waiting for verification; ignoring one");
             return self.judge(&id, &from, Ignore);
         }
-        self.verifying += 1;
         let done = self.verified_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let envelope = Envelope::open(&message.data);
+        let local = self.local;
+        let message_id = id.clone();
+        let queued = self.store.open_and_put(message.data, move |opened| {
+            let verdict = live_verdict(from, &room, local, opened, unix_ms());
             // Never blocks: at most MAX_VERIFYING are under way, the channel holds that many.
-            let _ = done.blocking_send(Verified {
-                id,
-                from,
-                room,
-                envelope,
-            });
+            match verdict {
+                Ok(envelope) if is_history(&envelope) => {
+                    let stored = envelope.clone();
+                    let on_stored: PutDone = Box::new(move |result| {
+                        let new = result
+                            .map(|n| n.first().copied().unwrap_or(false))
+                            .map_err(|e| e.to_string());
+                        let _ = done.blocking_send(Verified {
+                            id: message_id,
+                            from,
+                            verdict: Ok(envelope),
+                            stored: Some(new),
+                        });
+                    });
+                    Some((stored, on_stored))
+                }
+                verdict => {
+                    let _ = done.blocking_send(Verified {
+                        id: message_id,
+                        from,
+                        verdict,
+                        stored: None,
+                    });
+                    None
+                }
+            }
         });
+        match queued {
+            Ok(()) => self.verifying += 1,
+            Err(busy) => {
+                tracing::warn!("a live message is dropped: {busy}");
+                self.judge(&id, &from, Ignore);
+            }
+        }
     }
 
     fn on_verified(&mut self, v: Verified) {
         self.verifying = self.verifying.saturating_sub(1);
-        match self.check(v.from, &v.room, v.envelope) {
+        match v.verdict {
             Ok(envelope) => {
                 self.judge(&v.id, &v.from, gossipsub::MessageAcceptance::Accept);
-                self.accept_live(envelope);
+                match v.stored {
+                    Some(new) => self.on_stored(envelope, new),
+                    // Presence goes straight to the room state.
+                    None => self.show_live(&envelope, true),
+                }
             }
             Err(acceptance) => self.judge(&v.id, &v.from, acceptance),
         }
@@ -452,36 +491,6 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(id, from, acceptance);
-    }
-
-    /// Decides whether a verified gossip message is forwarded (Accept),
-    /// dropped (Ignore) or held against the peer that sent it (Reject).
-    fn check(
-        &self,
-        from: PeerId,
-        room: &RoomName,
-        envelope: Result<Envelope, EnvelopeError>,
-    ) -> Result<Envelope, gossipsub::MessageAcceptance> {
-        use gossipsub::MessageAcceptance::{Ignore, Reject};
-        let envelope = envelope.map_err(|e| {
-            tracing::debug!(%from, "envelope refused: {e}");
-            if e.is_malformed() { Reject } else { Ignore }
-        })?;
-        let payload = envelope.payload();
-        if payload.room != *room {
-            tracing::debug!(%from, "payload names another room than its topic");
-            return Err(Reject);
-        }
-        if envelope.author() == self.local || !self.rooms.is_joined(room) {
-            return Err(Ignore);
-        }
-        // Live gossip is fresh: an old payload can only be a replay (history
-        // comes by catch-up, not gossip). Clocks may differ by a few minutes.
-        if unix_ms().abs_diff(payload.ts) > MAX_CLOCK_SKEW_MS {
-            tracing::debug!(%from, ts = payload.ts, "stale or future payload");
-            return Err(Ignore);
-        }
-        Ok(envelope)
     }
 
     fn on_mdns(&mut self, event: mdns::Event) {
@@ -572,5 +581,133 @@ fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+/// Decides whether a gossip message's opened envelope is forwarded (Accept),
+/// dropped (Ignore) or held against the peer that sent it (Reject). Runs on
+/// the store thread, so it sees nothing but its arguments.
+fn live_verdict(
+    from: PeerId,
+    room: &RoomName,
+    local: PeerId,
+    envelope: Result<Envelope, EnvelopeError>,
+    now_ms: u64,
+) -> Result<Envelope, gossipsub::MessageAcceptance> {
+    use gossipsub::MessageAcceptance::{Ignore, Reject};
+    let envelope = envelope.map_err(|e| {
+        tracing::debug!(%from, "envelope refused: {e}");
+        if e.is_malformed() { Reject } else { Ignore }
+    })?;
+    let payload = envelope.payload();
+    if payload.room != *room {
+        tracing::debug!(%from, "payload names another room than its topic");
+        return Err(Reject);
+    }
+    if envelope.author() == local {
+        return Err(Ignore);
+    }
+    // Live gossip is fresh: an old payload can only be a replay (history
+    // comes by catch-up, not gossip). Clocks may differ by a few minutes.
+    if now_ms.abs_diff(payload.ts) > MAX_CLOCK_SKEW_MS {
+        tracing::debug!(%from, ts = payload.ts, "stale or future payload");
+        return Err(Ignore);
+    }
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use gossipsub::MessageAcceptance::{Ignore, Reject};
+    use palaver_proto::wire::Payload;
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn chat(author: &Keypair, room: &str, ts: u64) -> Envelope {
+        let payload = Payload {
+            room: room.parse().unwrap(),
+            nick: "ann".parse().unwrap(),
+            ts,
+            session: 1,
+            seq: 1,
+            body: Body::Chat("hello".parse().unwrap()),
+        };
+        Envelope::seal(author, payload).unwrap()
+    }
+
+    fn verdict(
+        envelope: Envelope,
+        topic_room: &str,
+        local: PeerId,
+    ) -> Option<gossipsub::MessageAcceptance> {
+        let from = PeerId::random();
+        let opened = Envelope::open(envelope.as_bytes());
+        live_verdict(from, &topic_room.parse().unwrap(), local, opened, NOW).err()
+    }
+
+    #[test]
+    fn a_fresh_envelope_for_its_topic_is_accepted() {
+        let author = Keypair::generate_ed25519();
+        assert_eq!(
+            verdict(
+                chat(&author, "lobby", NOW - 1_000),
+                "lobby",
+                PeerId::random()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn an_envelope_naming_another_room_than_its_topic_is_rejected() {
+        let author = Keypair::generate_ed25519();
+        assert_eq!(
+            verdict(chat(&author, "other", NOW), "lobby", PeerId::random()),
+            Some(Reject)
+        );
+    }
+
+    #[test]
+    fn own_stale_and_future_envelopes_are_ignored() {
+        let author = Keypair::generate_ed25519();
+        let me = author.public().to_peer_id();
+        assert_eq!(
+            verdict(chat(&author, "lobby", NOW), "lobby", me),
+            Some(Ignore)
+        );
+        let stale = NOW - MAX_CLOCK_SKEW_MS - 1;
+        assert_eq!(
+            verdict(chat(&author, "lobby", stale), "lobby", PeerId::random()),
+            Some(Ignore)
+        );
+        let future = NOW + MAX_CLOCK_SKEW_MS + 1;
+        assert_eq!(
+            verdict(chat(&author, "lobby", future), "lobby", PeerId::random()),
+            Some(Ignore)
+        );
+    }
+
+    #[test]
+    fn a_truncated_envelope_is_rejected_and_an_unknown_version_ignored() {
+        let author = Keypair::generate_ed25519();
+        let bytes = chat(&author, "lobby", NOW).as_bytes().to_vec();
+        let room = "lobby".parse().unwrap();
+        let judge = |b: &[u8]| {
+            live_verdict(
+                PeerId::random(),
+                &room,
+                PeerId::random(),
+                Envelope::open(b),
+                NOW,
+            )
+            .err()
+        };
+        assert_eq!(judge(&bytes[..bytes.len() - 10]), Some(Reject));
+        // A later version may be valid to nodes that know it: not held against the sender.
+        assert_eq!(judge(b"\xffa later version"), Some(Ignore));
     }
 }

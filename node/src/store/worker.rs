@@ -2,10 +2,13 @@
 //! bounded queue and never waits for disk or crypto. Work is done in the order
 //! it was handed over, so a `/history` after a `/send` sees the message;
 //! consecutive writes are batched into one RocksDB write, encrypted in parallel.
+//! Live gossip is verified here too, in the same batches, so a received
+//! message crosses threads once on its way to being stored (measured in
+//! BENCHMARKS.md: each hand-over costs more than the verification).
 
 use std::thread::JoinHandle;
 
-use palaver_proto::envelope::Envelope;
+use palaver_proto::envelope::{Envelope, EnvelopeError};
 use tokio::sync::mpsc;
 
 use super::{Store, StoreError};
@@ -15,13 +18,20 @@ pub const QUEUE: usize = 1024;
 /// Most envelopes written in one batch.
 const MAX_BATCH: usize = 256;
 
-type PutDone = Box<dyn FnOnce(Result<Vec<bool>, StoreError>) + Send>;
+pub type PutDone = Box<dyn FnOnce(Result<Vec<bool>, StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&Store) + Send>;
+/// Judges an opened (verified) envelope: what to store, and who hears the result.
+type Decide =
+    Box<dyn FnOnce(Result<Envelope, EnvelopeError>) -> Option<(Envelope, PutDone)> + Send>;
 
 enum Op {
     Put {
         envelopes: Vec<Envelope>,
         done: PutDone,
+    },
+    Open {
+        bytes: Vec<u8>,
+        decide: Decide,
     },
     Job(Job),
 }
@@ -64,6 +74,24 @@ impl StoreHandle {
             .map_err(|_| Busy)
     }
 
+    /// Opens an envelope received live (checks its signature), hands the
+    /// outcome to `decide`, and stores the envelope `decide` returns, telling
+    /// its `done` whether it was new. Never waits.
+    pub fn open_and_put(
+        &self,
+        bytes: Vec<u8>,
+        decide: impl FnOnce(Result<Envelope, EnvelopeError>) -> Option<(Envelope, PutDone)>
+        + Send
+        + 'static,
+    ) -> Result<(), Busy> {
+        self.tx
+            .try_send(Op::Open {
+                bytes,
+                decide: Box::new(decide),
+            })
+            .map_err(|_| Busy)
+    }
+
     /// Runs `job` on the store thread, after everything handed over before. Never waits.
     pub fn run(&self, job: impl FnOnce(&Store) + Send + 'static) -> Result<(), Busy> {
         self.tx.try_send(Op::Job(Box::new(job))).map_err(|_| Busy)
@@ -91,30 +119,64 @@ fn serve(store: Store, mut rx: mpsc::Receiver<Op>) {
         };
         match op {
             Op::Job(job) => job(&store),
-            Op::Put { envelopes, done } => {
-                let mut batch = vec![(envelopes, done)];
-                let mut count = batch[0].0.len();
+            first => {
+                // Writes and live envelopes queued together go in one batch.
+                let mut ops = vec![first];
+                let mut count = 0;
                 while count < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(Op::Put { envelopes, done }) => {
-                            count += envelopes.len();
-                            batch.push((envelopes, done));
-                        }
-                        Ok(other) => {
-                            next = Some(other);
+                        Ok(Op::Job(job)) => {
+                            next = Some(Op::Job(job));
                             break;
+                        }
+                        Ok(op) => {
+                            count += match &op {
+                                Op::Put { envelopes, .. } => envelopes.len(),
+                                _ => 1,
+                            };
+                            ops.push(op);
                         }
                         Err(_) => break,
                     }
                 }
-                put_batch(&store, batch);
+                put_batch(&store, open_all(ops));
             }
         }
     }
     tracing::debug!("store closed");
 }
 
+/// Verifies the live envelopes among `ops` (on every core when there are
+/// many) and lets each be judged, in order; returns what is to be stored.
+fn open_all(ops: Vec<Op>) -> Vec<(Vec<Envelope>, PutDone)> {
+    let bytes: Vec<&[u8]> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Open { bytes, .. } => Some(bytes.as_slice()),
+            _ => None,
+        })
+        .collect();
+    let mut opened = super::parallel::map(&bytes, |b| Envelope::open(b)).into_iter();
+    let mut batch = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::Put { envelopes, done } => batch.push((envelopes, done)),
+            Op::Open { decide, .. } => {
+                let Some(envelope) = opened.next() else { break };
+                if let Some((envelope, done)) = decide(envelope) {
+                    batch.push((vec![envelope], done));
+                }
+            }
+            Op::Job(_) => {}
+        }
+    }
+    batch
+}
+
 fn put_batch(store: &Store, batch: Vec<(Vec<Envelope>, PutDone)>) {
+    if batch.is_empty() {
+        return;
+    }
     let all: Vec<Envelope> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
     match store.put_messages(&all) {
         Ok(new) => {

@@ -29,11 +29,6 @@ const MAX_PENALISED: usize = 4096;
 
 /// Work the store thread finished that the loop must act on.
 pub(super) enum Done {
-    /// A live gossip message was stored (`Ok(true)`), was already held, or could not be stored.
-    Stored {
-        envelope: Envelope,
-        new: Result<bool, String>,
-    },
     /// One of this node's own messages was stored: now it may go out.
     OwnStored {
         envelope: Envelope,
@@ -63,7 +58,6 @@ pub(super) enum Done {
 impl EventLoop {
     pub(super) fn on_done(&mut self, done: Done) {
         match done {
-            Done::Stored { envelope, new } => self.on_stored(envelope, new),
             Done::OwnStored {
                 envelope,
                 reply,
@@ -99,26 +93,9 @@ impl EventLoop {
 
     // ---- live messages ----
 
-    /// A verified, accepted gossip payload: chat is stored before it is shown;
-    /// presence goes straight to the room state.
-    pub(super) fn accept_live(&mut self, envelope: Envelope) {
-        if !is_history(&envelope) {
-            return self.show_live(&envelope, true);
-        }
-        let done = self.done_tx.clone();
-        let stored = envelope.clone();
-        let queued = self.store.put(vec![stored], move |result| {
-            let new = result
-                .map(|n| n.first().copied().unwrap_or(false))
-                .map_err(|e| e.to_string());
-            let _ = done.send(Done::Stored { envelope, new });
-        });
-        if queued.is_err() {
-            tracing::warn!("the history store is falling behind; a message is dropped");
-        }
-    }
-
-    fn on_stored(&mut self, envelope: Envelope, new: Result<bool, String>) {
+    /// A live chat message was verified and stored (or not): it is shown
+    /// only once stored.
+    pub(super) fn on_stored(&mut self, envelope: Envelope, new: Result<bool, String>) {
         match new {
             Ok(new) => self.show_live(&envelope, new),
             Err(e) => {
@@ -131,7 +108,7 @@ impl EventLoop {
 
     /// Hands a live payload to the room state. A chat message already held
     /// (it came by catch-up first) only counts as a sign of life.
-    fn show_live(&mut self, envelope: &Envelope, show: bool) {
+    pub(super) fn show_live(&mut self, envelope: &Envelope, show: bool) {
         let mut payload = envelope.payload().clone();
         if !show {
             payload.body = Body::Presence;
