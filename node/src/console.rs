@@ -1,16 +1,18 @@
 //! The node's face on stdin/stdout. A thread reads stdin line by line (bounded,
 //! so no line can grow memory); this task parses each line, hands commands to
 //! the event loop in order, and writes exactly one reply per line, in line
-//! order, with events in between. stdout carries nothing else.
+//! order, with events in between. stdout carries nothing else, and is
+//! written by a thread of its own, which writes whatever lines have queued up
+//! in one go: the console never waits for a write unless that queue is full.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Write};
 use std::pin::Pin;
+use std::thread::JoinHandle;
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use palaver_proto::ErrorCode;
 use palaver_proto::line::{Command, Event, MAX_LINE_BYTES, Reply, human, parse_line};
-use tokio::io::{AsyncWriteExt, Stdout};
 use tokio::sync::mpsc;
 
 use crate::network::Client;
@@ -19,6 +21,10 @@ use crate::network::Client;
 const INPUT_QUEUE: usize = 64;
 /// Commands whose reply is awaited at once; reading pauses beyond this.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Lines waiting for the stdout writer; the console waits beyond this.
+const OUTPUT_QUEUE: usize = 1024;
+/// Most bytes the writer gathers into one write.
+const MAX_WRITE: usize = 64 * 1024;
 
 enum Input {
     Line(Vec<u8>),
@@ -30,11 +36,7 @@ type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// Runs the console until the event loop has finished.
 pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) {
-    let mut out = Output {
-        json,
-        stdout: tokio::io::stdout(),
-        broken: false,
-    };
+    let mut out = Output::start(json);
     // `ready` is the first line: nothing else is written before it.
     match events.recv().await {
         Some(first) => out.event(&first).await,
@@ -78,7 +80,7 @@ pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) 
     while let Some(reply) = in_flight.next().await {
         out.reply(&reply).await;
     }
-    out.flush().await;
+    out.finish().await;
 }
 
 fn ready(reply: Reply) -> PendingReply {
@@ -87,11 +89,34 @@ fn ready(reply: Reply) -> PendingReply {
 
 struct Output {
     json: bool,
-    stdout: Stdout,
-    broken: bool,
+    /// None once stdout is broken (nobody reads it) or finished.
+    lines: Option<mpsc::Sender<String>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl Output {
+    fn start(json: bool) -> Self {
+        let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("stdout".into())
+            .spawn(move || write_lines(rx, io::stdout().lock()));
+        match writer {
+            Ok(writer) => Self {
+                json,
+                lines: Some(tx),
+                writer: Some(writer),
+            },
+            Err(e) => {
+                tracing::error!("cannot start the stdout writer: {e}");
+                Self {
+                    json,
+                    lines: None,
+                    writer: None,
+                }
+            }
+        }
+    }
+
     async fn reply(&mut self, reply: &Reply) {
         let line = if self.json {
             to_json(reply)
@@ -111,24 +136,40 @@ impl Output {
     }
 
     async fn write(&mut self, mut line: String) {
-        if self.broken {
-            return;
-        }
+        let Some(lines) = &self.lines else { return };
         line.push('\n');
-        let result = async {
-            self.stdout.write_all(line.as_bytes()).await?;
-            self.stdout.flush().await
-        }
-        .await;
-        if let Err(e) = result {
-            // Nobody reads our output any more; keep serving the network regardless.
-            tracing::warn!("cannot write to stdout ({e}); output stops here");
-            self.broken = true;
+        if lines.send(line).await.is_err() {
+            // The writer stopped: nobody reads our output any more. Keep
+            // serving the network regardless.
+            self.lines = None;
         }
     }
 
-    async fn flush(&mut self) {
-        let _ = self.stdout.flush().await;
+    /// Waits until every line is written.
+    async fn finish(&mut self) {
+        self.lines = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+/// Writes lines as they come, all that are queued in one write.
+fn write_lines(mut rx: mpsc::Receiver<String>, mut out: impl Write) {
+    let mut buf = Vec::with_capacity(MAX_WRITE);
+    while let Some(line) = rx.blocking_recv() {
+        buf.clear();
+        buf.extend_from_slice(line.as_bytes());
+        while buf.len() < MAX_WRITE {
+            match rx.try_recv() {
+                Ok(line) => buf.extend_from_slice(line.as_bytes()),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+            tracing::warn!("cannot write to stdout ({e}); output stops here");
+            return;
+        }
     }
 }
 
@@ -247,5 +288,33 @@ mod tests {
         // The line is within its limit; only its text is too long for a message.
         let Ok(line) = &got[0] else { unreachable!() };
         assert_eq!(parse_line(line).unwrap_err().code, ErrorCode::TextTooLong);
+    }
+
+    #[test]
+    fn the_writer_writes_every_queued_line_in_order_and_stops_on_a_broken_pipe() {
+        let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+        for i in 0..500 {
+            tx.try_send(format!("line {i}\n")).unwrap_or_default();
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        write_lines(rx, &mut out);
+        let expected: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&out), expected);
+
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+        tx.try_send("x\n".to_owned()).unwrap_or_default();
+        // Returns instead of waiting for more lines, though the sender lives.
+        write_lines(rx, Broken);
+        assert!(tx.is_closed());
     }
 }
