@@ -152,23 +152,20 @@ pub fn run(
             }
             held.push(rate);
         }
-        // Confirm the best probed rate over the long run, stepping down if it does not hold.
+        // Confirm the best probed rate over the long run; when it does not
+        // hold, step down to at most three quarters of it, three tries in all.
         let mut best = (0, None);
-        for (k, &rate) in held.iter().rev().take(2).enumerate() {
-            let (p, o) = probe(
-                &mut cluster,
-                &members,
-                text_bytes,
-                rate,
-                confirm_seconds,
-                &format!("c{k}-"),
-            )?;
+        let mut limit = u32::MAX;
+        for k in 0..3 {
+            let Some(&rate) = held.iter().rev().find(|&&r| r <= limit) else { break };
+            let (p, o) = probe(&mut cluster, &members, text_bytes, rate, confirm_seconds, &format!("c{k}-"))?;
             let ok = p.sustained;
             probes.push(p);
             if ok {
                 best = (rate, Some(o));
                 break;
             }
+            limit = rate * 3 / 4;
         }
         cluster.stop();
         let receivers = (members.len() - 1) as f64;
