@@ -100,6 +100,31 @@ pub fn measure(text_bytes: usize, n: usize) -> anyhow::Result<Figures> {
     })
 }
 
+/// The same measurement on every core at once, averaged: what each
+/// operation costs when all cores are busy, as they are at full throughput
+/// (cores that share caches, or a host's CPUs, slow each other down).
+pub fn measure_all_cores_busy(text_bytes: usize, n: usize) -> anyhow::Result<Figures> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let runs = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| scope.spawn(move || measure(text_bytes, n)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a crypto thread failed"))?)
+            .collect::<anyhow::Result<Vec<Figures>>>()
+    })?;
+    let mean = |f: fn(&Figures) -> f64| runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64;
+    Ok(Figures {
+        text_bytes,
+        envelope_bytes: runs.first().map_or(0, |f| f.envelope_bytes),
+        sign_us: mean(|f| f.sign_us),
+        verify_us: mean(|f| f.verify_us),
+        age_encrypt_us: mean(|f| f.age_encrypt_us),
+        age_decrypt_us: mean(|f| f.age_decrypt_us),
+    })
+}
+
 fn per_op_us(start: Instant, n: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
@@ -133,6 +158,19 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             ),
             (f.sign_us + f.verify_us) / (f.send_us() + f.receive_us()),
         ),
+    ]
+}
+
+/// Rows for crypto measured with every core busy, beside one core alone.
+pub fn busy_rows(busy: &Figures, alone: &Figures) -> Vec<Row> {
+    let what = |op: &str| format!("{op}, {} B envelope, every core busy", busy.envelope_bytes);
+    let row = |op: &str, b: f64, a: f64| {
+        Row::new("crypto", what(op), us(b)).against(format!("one core alone {}", us(a)), b / a)
+    };
+    vec![
+        row("sign", busy.sign_us, alone.sign_us),
+        row("verify", busy.verify_us, alone.verify_us),
+        row("age encrypt", busy.age_encrypt_us, alone.age_encrypt_us),
     ]
 }
 

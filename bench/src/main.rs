@@ -239,14 +239,22 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
     let floor64 = *floors
         .last()
         .ok_or_else(|| anyhow::anyhow!("no crypto floor"))?;
+    let busy = sizes
+        .throughput_texts
+        .iter()
+        .map(|&b| crypto::measure_all_cores_busy(b, sizes.crypto_ops))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if wanted(Bench::Crypto) {
         let mut r = crypto::rows(&floor64);
         for f in floors.iter().filter(|f| f.text_bytes != 64) {
             r.extend(crypto::rows(f).into_iter().take(4));
         }
+        for (b, f) in busy.iter().zip(&floors) {
+            r.extend(crypto::busy_rows(b, f));
+        }
         record(
             "crypto",
-            Ok((serde_json::to_value(&floors)?, r)),
+            Ok((json!({ "one_core": floors, "all_cores_busy": busy }), r)),
             t.elapsed(),
         );
     }
@@ -278,7 +286,8 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
         ),
         rooms::rows
     );
-    let throughput_floors: Vec<crypto::Figures> = floors[..sizes.throughput_texts.len()].to_vec();
+    let throughput_floors: Vec<(crypto::Figures, crypto::Figures)> =
+        floors.iter().copied().zip(busy.iter().copied()).collect();
     bench!(
         Bench::Throughput,
         "throughput",
