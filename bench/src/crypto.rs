@@ -111,7 +111,10 @@ pub fn measure_all_cores_busy(text_bytes: usize, n: usize) -> anyhow::Result<Fig
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a crypto thread failed"))?)
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a crypto thread failed"))?
+            })
             .collect::<anyhow::Result<Vec<Figures>>>()
     })?;
     let mean = |f: fn(&Figures) -> f64| runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64;
