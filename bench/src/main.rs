@@ -61,6 +61,11 @@ struct Cli {
     #[arg(long, env = "PALAVER_BENCH_MARKDOWN")]
     markdown: Option<PathBuf>,
 
+    /// Throughput: probe these rates (messages/s, comma-separated) instead
+    /// of the usual ladder; e.g. one rate, to profile it.
+    #[arg(long, env = "PALAVER_BENCH_THROUGHPUT_RATES", value_delimiter = ',')]
+    throughput_rates: Vec<u32>,
+
     /// The command line to credit in the Markdown (what a reader reruns).
     #[arg(long, env = "PALAVER_BENCH_COMMAND", default_value = "scripts/bench")]
     command: String,
@@ -133,7 +138,7 @@ struct Sizes {
     room_seconds: u64,
     throughput_probe_s: f64,
     throughput_confirm_s: f64,
-    throughput_probes: usize,
+    throughput_rates: Vec<u32>,
     throughput_texts: Vec<usize>,
     store: (usize, usize, usize),
     relay: (usize, usize, usize, Duration),
@@ -151,7 +156,7 @@ impl Sizes {
             room_seconds: 20,
             throughput_probe_s: 3.0,
             throughput_confirm_s: 30.0,
-            throughput_probes: usize::MAX,
+            throughput_rates: throughput::RATES.to_vec(),
             throughput_texts: vec![64, 1024],
             store: (100_000, 20_000, 300),
             relay: (1_000, 100, 1_000, Duration::from_secs(30)),
@@ -169,7 +174,7 @@ impl Sizes {
             room_seconds: 3,
             throughput_probe_s: 1.0,
             throughput_confirm_s: 2.0,
-            throughput_probes: 2,
+            throughput_rates: throughput::RATES[..2].to_vec(),
             throughput_texts: vec![64],
             store: (5_000, 2_000, 50),
             relay: (100, 10, 100, Duration::from_secs(3)),
@@ -192,11 +197,14 @@ fn is_root() -> bool {
 /// Runs the chosen benchmarks; Ok(false) when one failed to run.
 fn suite(cli: &Cli) -> anyhow::Result<bool> {
     let began = Instant::now();
-    let sizes = if cli.quick {
+    let mut sizes = if cli.quick {
         Sizes::quick()
     } else {
         Sizes::full()
     };
+    if !cli.throughput_rates.is_empty() {
+        sizes.throughput_rates.clone_from(&cli.throughput_rates);
+    }
     let wanted = |b: Bench| cli.only.is_empty() || cli.only.contains(&b);
     let me = std::env::current_exe()?;
     let node = absolute(&cli.bin_dir.join("node"))?;
@@ -296,7 +304,7 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
             &work,
             sizes.throughput_probe_s,
             sizes.throughput_confirm_s,
-            sizes.throughput_probes,
+            &sizes.throughput_rates,
             &throughput_floors
         ),
         throughput::rows

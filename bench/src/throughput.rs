@@ -14,7 +14,7 @@ use crate::stats::{Latency, ratio};
 use crate::traffic::{self, Outcome, Plan};
 
 /// Rates probed, messages per second.
-const RATES: &[u32] = &[1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000];
+pub const RATES: &[u32] = &[1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
@@ -120,7 +120,7 @@ pub fn run(
     work: &Path,
     probe_seconds: f64,
     confirm_seconds: f64,
-    max_probes: usize,
+    rates: &[u32],
     floors: &[(crypto::Figures, crypto::Figures)],
 ) -> anyhow::Result<Vec<Size>> {
     let mut sizes = Vec::new();
@@ -138,7 +138,7 @@ pub fn run(
         traffic::warm_up(&mut cluster, "bench", &members[..1], &members)?;
         let mut probes = Vec::new();
         let mut held: Vec<u32> = Vec::new();
-        for (k, &rate) in RATES.iter().take(max_probes).enumerate() {
+        for (k, &rate) in rates.iter().enumerate() {
             let (p, _) = probe(
                 &mut cluster,
                 &members,
@@ -159,8 +159,17 @@ pub fn run(
         let mut best = (0, None);
         let mut limit = u32::MAX;
         for k in 0..3 {
-            let Some(&rate) = held.iter().rev().find(|&&r| r <= limit) else { break };
-            let (p, o) = probe(&mut cluster, &members, text_bytes, rate, confirm_seconds, &format!("c{k}-"))?;
+            let Some(&rate) = held.iter().rev().find(|&&r| r <= limit) else {
+                break;
+            };
+            let (p, o) = probe(
+                &mut cluster,
+                &members,
+                text_bytes,
+                rate,
+                confirm_seconds,
+                &format!("c{k}-"),
+            )?;
             let ok = p.sustained;
             probes.push(p);
             if ok {
@@ -180,7 +189,8 @@ pub fn run(
             probes,
             cpu_per_delivery_us: outcome.cpu_per_delivery_us(),
             crypto_floor_per_delivery_us: floor.receive_us() + floor.send_us() / receivers,
-            crypto_floor_all_cores_busy_per_delivery_us: busy.receive_us() + busy.send_us() / receivers,
+            crypto_floor_all_cores_busy_per_delivery_us: busy.receive_us()
+                + busy.send_us() / receivers,
             to_last_member: Latency::of(&outcome.to_last),
         });
     }

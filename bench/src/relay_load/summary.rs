@@ -1,0 +1,49 @@
+//! The clients' tallies summed into the counts and samples that the figures
+//! are made of.
+
+use std::time::Duration;
+
+use super::Count;
+use super::messages::Tally;
+use super::reasons::Reasons;
+use crate::stats::ratio;
+
+/// Tallies summed.
+#[derive(Default)]
+pub(super) struct Summary {
+    pub(super) discovers: Count,
+    pub(super) echoes: Count,
+    pub(super) reservations_lost: usize,
+    pub(super) circuits_lost: usize,
+    pub(super) discover: Vec<Duration>,
+    pub(super) echo: Vec<Duration>,
+    pub(super) registrations_seen: usize,
+    pub(super) registrations_lost: usize,
+    pub(super) reasons: Reasons,
+}
+
+impl Summary {
+    pub(super) fn of(tallies: Vec<Tally>) -> Self {
+        let mut s = Self::default();
+        for t in tallies {
+            s.reasons.merge(&t.reasons);
+            s.discovers.asked += t.discovers_asked;
+            s.discovers.ok += t.discover.len();
+            s.discovers.refused += t.discover_failures;
+            s.echoes.asked += t.echo.len() + t.echo_failures;
+            s.echoes.ok += t.echo.len();
+            s.echoes.refused += t.echo_failures;
+            s.reservations_lost += usize::from(t.reservation_lost);
+            s.circuits_lost += usize::from(t.circuit_lost);
+            s.registrations_lost += t.registrations_lost;
+            s.registrations_seen += t.registrations_seen;
+            s.discover.extend(t.discover);
+            s.echo.extend(t.echo);
+        }
+        s
+    }
+
+    pub(super) fn per_answer(&self) -> f64 {
+        ratio(self.registrations_seen as f64, self.discover.len() as f64)
+    }
+}
