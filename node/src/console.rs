@@ -89,9 +89,18 @@ fn ready(reply: Reply) -> PendingReply {
 
 struct Output {
     json: bool,
-    /// None once stdout is broken (nobody reads it) or finished.
-    lines: Option<mpsc::Sender<String>>,
+    sink: Sink,
     writer: Option<JoinHandle<()>>,
+}
+
+/// Where lines go.
+enum Sink {
+    /// To the writer thread.
+    Thread(mpsc::Sender<String>),
+    /// Written here, blocking: only if the writer thread could not start.
+    Direct,
+    /// Nowhere: stdout is broken (nobody reads it) or finished.
+    Closed,
 }
 
 impl Output {
@@ -99,18 +108,18 @@ impl Output {
         let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
         let writer = std::thread::Builder::new()
             .name("stdout".into())
-            .spawn(move || write_lines(rx, io::stdout().lock()));
+            .spawn(move || write_lines(rx, io::stdout()));
         match writer {
             Ok(writer) => Self {
                 json,
-                lines: Some(tx),
+                sink: Sink::Thread(tx),
                 writer: Some(writer),
             },
             Err(e) => {
-                tracing::error!("cannot start the stdout writer: {e}");
+                tracing::error!("cannot start the stdout writer ({e}); writing stdout directly");
                 Self {
                     json,
-                    lines: None,
+                    sink: Sink::Direct,
                     writer: None,
                 }
             }
@@ -136,18 +145,27 @@ impl Output {
     }
 
     async fn write(&mut self, mut line: String) {
-        let Some(lines) = &self.lines else { return };
         line.push('\n');
-        if lines.send(line).await.is_err() {
-            // The writer stopped: nobody reads our output any more. Keep
+        let delivered = match &self.sink {
+            Sink::Thread(lines) => lines.send(line).await.is_ok(),
+            Sink::Direct => {
+                let mut out = io::stdout();
+                out.write_all(line.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_ok()
+            }
+            Sink::Closed => true,
+        };
+        if !delivered {
+            // Nobody reads our output any more (the writer said why); keep
             // serving the network regardless.
-            self.lines = None;
+            self.sink = Sink::Closed;
         }
     }
 
     /// Waits until every line is written.
     async fn finish(&mut self) {
-        self.lines = None;
+        self.sink = Sink::Closed;
         if let Some(writer) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }

@@ -41,8 +41,10 @@ const QUIT_GRACE: Duration = Duration::from_millis(400);
 const STORE_GRACE: Duration = Duration::from_secs(5);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(3);
-/// Most gossip messages being verified at once; more are ignored.
-const MAX_VERIFYING: usize = 1024;
+/// Most gossip messages being verified at once; more are ignored. Half the
+/// store's queue, so that live gossip never takes the slots `/send`,
+/// `/history` and catch-up need.
+const MAX_VERIFYING: usize = crate::store::worker::QUEUE / 2;
 /// How far a live payload's timestamp may be from this node's clock.
 const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Most listen addresses kept (relays report circuit addresses too).
@@ -55,13 +57,13 @@ const MAX_PENDING_DIALS: usize = 64;
 type Responder = oneshot::Sender<Reply>;
 
 /// A gossip message judged on the store thread: its envelope verified and
-/// checked, and (chat) stored.
+/// checked. Chat is stored next, and shown once [`Done::Stored`] says so.
 struct Verified {
     id: gossipsub::MessageId,
     from: PeerId,
     verdict: Result<Envelope, gossipsub::MessageAcceptance>,
-    /// For chat: whether storing it worked and it was new.
-    stored: Option<Result<bool, String>>,
+    /// Chat, which is being stored; otherwise presence, shown at once.
+    chat: bool,
 }
 
 #[derive(Debug)]
@@ -424,38 +426,36 @@ impl EventLoop {
             tracing::debug!("too many messages waiting for verification; ignoring one");
             return self.judge(&id, &from, Ignore);
         }
-        let done = self.verified_tx.clone();
+        let verified = self.verified_tx.clone();
+        let stored = self.done_tx.clone();
         let local = self.local;
         let message_id = id.clone();
         let queued = self.store.open_and_put(message.data, move |opened| {
             let verdict = live_verdict(from, &room, local, opened, unix_ms());
-            // Never blocks: at most MAX_VERIFYING are under way, the channel holds that many.
-            match verdict {
-                Ok(envelope) if is_history(&envelope) => {
-                    let stored = envelope.clone();
-                    let on_stored: PutDone = Box::new(move |result| {
-                        let new = result
-                            .map(|n| n.first().copied().unwrap_or(false))
-                            .map_err(|e| e.to_string());
-                        let _ = done.blocking_send(Verified {
-                            id: message_id,
-                            from,
-                            verdict: Ok(envelope),
-                            stored: Some(new),
-                        });
+            let chat = verdict.as_ref().is_ok_and(is_history);
+            let to_store = verdict.as_ref().ok().filter(|_| chat).cloned();
+            // The verdict goes back at once, so the message is forwarded
+            // without waiting for the disk. Never blocks: at most
+            // MAX_VERIFYING are under way, and the channel holds that many.
+            let _ = verified.blocking_send(Verified {
+                id: message_id,
+                from,
+                verdict,
+                chat,
+            });
+            to_store.map(|envelope| {
+                let shown = envelope.clone();
+                let done: PutDone = Box::new(move |result| {
+                    let new = result
+                        .map(|n| n.first().copied().unwrap_or(false))
+                        .map_err(|e| e.to_string());
+                    let _ = stored.send(Done::Stored {
+                        envelope: shown,
+                        new,
                     });
-                    Some((stored, on_stored))
-                }
-                verdict => {
-                    let _ = done.blocking_send(Verified {
-                        id: message_id,
-                        from,
-                        verdict,
-                        stored: None,
-                    });
-                    None
-                }
-            }
+                });
+                (envelope, done)
+            })
         });
         match queued {
             Ok(()) => self.verifying += 1,
@@ -467,14 +467,18 @@ impl EventLoop {
     }
 
     fn on_verified(&mut self, v: Verified) {
+        use gossipsub::MessageAcceptance::{Accept, Ignore};
         self.verifying = self.verifying.saturating_sub(1);
         match v.verdict {
+            // Left while it was being verified.
+            Ok(envelope) if !self.rooms.is_joined(&envelope.payload().room) => {
+                self.judge(&v.id, &v.from, Ignore);
+            }
             Ok(envelope) => {
-                self.judge(&v.id, &v.from, gossipsub::MessageAcceptance::Accept);
-                match v.stored {
-                    Some(new) => self.on_stored(envelope, new),
-                    // Presence goes straight to the room state.
-                    None => self.show_live(&envelope, true),
+                self.judge(&v.id, &v.from, Accept);
+                // Chat is shown once stored (`Done::Stored`); presence at once.
+                if !v.chat {
+                    self.show_live(&envelope, true);
                 }
             }
             Err(acceptance) => self.judge(&v.id, &v.from, acceptance),

@@ -2,9 +2,9 @@
 //! bounded queue and never waits for disk or crypto. Work is done in the order
 //! it was handed over, so a `/history` after a `/send` sees the message;
 //! consecutive writes are batched into one RocksDB write, encrypted in parallel.
-//! Live gossip is verified here too, in the same batches, so a received
-//! message crosses threads once on its way to being stored (measured in
-//! BENCHMARKS.md: each hand-over costs more than the verification).
+//! Live gossip is verified here too, in the same batches: a received message
+//! goes from the event loop to this thread once, not to a verifying thread
+//! and then here (measured in BENCHMARKS.md, "What was fixed").
 
 use std::thread::JoinHandle;
 
@@ -117,57 +117,89 @@ fn serve(store: Store, mut rx: mpsc::Receiver<Op>) {
                 None => break,
             },
         };
-        match op {
-            Op::Job(job) => job(&store),
-            first => {
-                // Writes and live envelopes queued together go in one batch.
-                let mut ops = vec![first];
-                let mut count = 0;
-                while count < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(Op::Job(job)) => {
-                            next = Some(Op::Job(job));
-                            break;
-                        }
-                        Ok(op) => {
-                            count += match &op {
-                                Op::Put { envelopes, .. } => envelopes.len(),
-                                _ => 1,
-                            };
-                            ops.push(op);
-                        }
-                        Err(_) => break,
-                    }
+        let first = match Write::of(op) {
+            Ok(write) => write,
+            Err(job) => {
+                job(&store);
+                continue;
+            }
+        };
+        // Writes and live envelopes queued together go in one batch; a job
+        // waits for the batch, so work stays in the order it was handed over.
+        let mut count = first.len();
+        let mut writes = vec![first];
+        while count < MAX_BATCH {
+            let Ok(op) = rx.try_recv() else { break };
+            match Write::of(op) {
+                Ok(write) => {
+                    count += write.len();
+                    writes.push(write);
                 }
-                put_batch(&store, open_all(ops));
+                Err(job) => {
+                    next = Some(Op::Job(job));
+                    break;
+                }
             }
         }
+        put_batch(&store, open_all(writes));
     }
     tracing::debug!("store closed");
 }
 
-/// Verifies the live envelopes among `ops` (on every core when there are
+/// What can go into one batch.
+enum Write {
+    Put {
+        envelopes: Vec<Envelope>,
+        done: PutDone,
+    },
+    Open {
+        bytes: Vec<u8>,
+        decide: Decide,
+    },
+}
+
+impl Write {
+    /// The op as a write, or the job it is.
+    fn of(op: Op) -> Result<Self, Job> {
+        match op {
+            Op::Put { envelopes, done } => Ok(Self::Put { envelopes, done }),
+            Op::Open { bytes, decide } => Ok(Self::Open { bytes, decide }),
+            Op::Job(job) => Err(job),
+        }
+    }
+
+    /// Envelopes it may store.
+    fn len(&self) -> usize {
+        match self {
+            Self::Put { envelopes, .. } => envelopes.len(),
+            Self::Open { .. } => 1,
+        }
+    }
+}
+
+/// Verifies the live envelopes among `writes` (on every core when there are
 /// many) and lets each be judged, in order; returns what is to be stored.
-fn open_all(ops: Vec<Op>) -> Vec<(Vec<Envelope>, PutDone)> {
-    let bytes: Vec<&[u8]> = ops
+fn open_all(writes: Vec<Write>) -> Vec<(Vec<Envelope>, PutDone)> {
+    let bytes: Vec<Option<&[u8]>> = writes
         .iter()
-        .filter_map(|op| match op {
-            Op::Open { bytes, .. } => Some(bytes.as_slice()),
-            _ => None,
+        .map(|w| match w {
+            Write::Open { bytes, .. } => Some(bytes.as_slice()),
+            Write::Put { .. } => None,
         })
         .collect();
-    let mut opened = super::parallel::map(&bytes, |b| Envelope::open(b)).into_iter();
-    let mut batch = Vec::with_capacity(ops.len());
-    for op in ops {
-        match op {
-            Op::Put { envelopes, done } => batch.push((envelopes, done)),
-            Op::Open { decide, .. } => {
-                let Some(envelope) = opened.next() else { break };
+    let opened = super::parallel::map(&bytes, |b| b.map(Envelope::open));
+    let mut batch = Vec::with_capacity(writes.len());
+    for (write, opened) in writes.into_iter().zip(opened) {
+        match write {
+            Write::Put { envelopes, done } => batch.push((envelopes, done)),
+            Write::Open { bytes, decide } => {
+                // Every open was verified above; `unwrap_or_else` only keeps
+                // the types honest.
+                let envelope = opened.unwrap_or_else(|| Envelope::open(&bytes));
                 if let Some((envelope, done)) = decide(envelope) {
                     batch.push((vec![envelope], done));
                 }
             }
-            Op::Job(_) => {}
         }
     }
     batch

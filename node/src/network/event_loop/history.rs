@@ -1,4 +1,5 @@
-//! History in the event loop: storing what arrives before it is shown,
+//! History in the event loop: showing live chat once it is stored (it is
+//! verified and stored on the store thread, see `on_gossip_message`),
 //! catch-up with other members (`/palaver/history/1`) both ways, and
 //! answering `/history`. Disk and crypto run on the store thread; what the
 //! loop needs back comes as a [`Done`].
@@ -29,6 +30,11 @@ const MAX_PENALISED: usize = 4096;
 
 /// Work the store thread finished that the loop must act on.
 pub(super) enum Done {
+    /// A live chat message was stored (`Ok(true)`), was already held, or could not be stored.
+    Stored {
+        envelope: Envelope,
+        new: Result<bool, String>,
+    },
     /// One of this node's own messages was stored: now it may go out.
     OwnStored {
         envelope: Envelope,
@@ -58,6 +64,7 @@ pub(super) enum Done {
 impl EventLoop {
     pub(super) fn on_done(&mut self, done: Done) {
         match done {
+            Done::Stored { envelope, new } => self.on_stored(envelope, new),
             Done::OwnStored {
                 envelope,
                 reply,
@@ -95,7 +102,7 @@ impl EventLoop {
 
     /// A live chat message was verified and stored (or not): it is shown
     /// only once stored.
-    pub(super) fn on_stored(&mut self, envelope: Envelope, new: Result<bool, String>) {
+    fn on_stored(&mut self, envelope: Envelope, new: Result<bool, String>) {
         match new {
             Ok(new) => self.show_live(&envelope, new),
             Err(e) => {
