@@ -32,6 +32,22 @@ impl Socket {
     }
 }
 
+/// A UDP socket on loopback, its port announced on `out`.
+fn announced_udp(out: &mut impl Write) -> anyhow::Result<UdpSocket> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    writeln!(out, "port {}", s.local_addr()?.port())?;
+    out.flush()?;
+    Ok(s)
+}
+
+/// A TCP listener on loopback, its port announced on `out`.
+fn announced_tcp(out: &mut impl Write) -> anyhow::Result<TcpListener> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    writeln!(out, "port {}", l.local_addr()?.port())?;
+    out.flush()?;
+    Ok(l)
+}
+
 /// `floor-sink`: listens on loopback, prints `port N`, then prints every
 /// line (datagram) it receives.
 pub fn sink(socket: Socket) -> anyhow::Result<()> {
@@ -39,9 +55,7 @@ pub fn sink(socket: Socket) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     match socket {
         Socket::Udp => {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
-            writeln!(out, "port {}", s.local_addr()?.port())?;
-            out.flush()?;
+            let s = announced_udp(&mut out)?;
             let mut buf = vec![0u8; 65_536];
             loop {
                 let n = s.recv(&mut buf)?;
@@ -51,10 +65,7 @@ pub fn sink(socket: Socket) -> anyhow::Result<()> {
             }
         }
         Socket::Tcp => {
-            let l = TcpListener::bind("127.0.0.1:0")?;
-            writeln!(out, "port {}", l.local_addr()?.port())?;
-            out.flush()?;
-            let (stream, _) = l.accept()?;
+            let (stream, _) = announced_tcp(&mut out)?.accept()?;
             stream.set_nodelay(true)?;
             for line in BufReader::new(stream).lines() {
                 writeln!(out, "{}", line?)?;
@@ -92,9 +103,7 @@ pub fn echo(socket: Socket) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match socket {
         Socket::Udp => {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
-            writeln!(out, "port {}", s.local_addr()?.port())?;
-            out.flush()?;
+            let s = announced_udp(&mut out)?;
             let mut buf = vec![0u8; 65_536];
             loop {
                 let (n, from) = s.recv_from(&mut buf)?;
@@ -102,10 +111,7 @@ pub fn echo(socket: Socket) -> anyhow::Result<()> {
             }
         }
         Socket::Tcp => {
-            let l = TcpListener::bind("127.0.0.1:0")?;
-            writeln!(out, "port {}", l.local_addr()?.port())?;
-            out.flush()?;
-            let (mut stream, _) = l.accept()?;
+            let (mut stream, _) = announced_tcp(&mut out)?.accept()?;
             stream.set_nodelay(true)?;
             let mut buf = [0u8; 64];
             loop {
