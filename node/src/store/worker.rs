@@ -24,15 +24,9 @@ type Job = Box<dyn FnOnce(&Store) + Send>;
 type Decide =
     Box<dyn FnOnce(Result<Envelope, EnvelopeError>) -> Option<(Envelope, PutDone)> + Send>;
 
+/// Work for the store thread: writes, which are batched, and jobs.
 enum Op {
-    Put {
-        envelopes: Vec<Envelope>,
-        done: PutDone,
-    },
-    Open {
-        bytes: Vec<u8>,
-        decide: Decide,
-    },
+    Write(Write),
     Job(Job),
 }
 
@@ -67,10 +61,10 @@ impl StoreHandle {
         done: impl FnOnce(Result<Vec<bool>, StoreError>) + Send + 'static,
     ) -> Result<(), Busy> {
         self.tx
-            .try_send(Op::Put {
+            .try_send(Op::Write(Write::Put {
                 envelopes,
                 done: Box::new(done),
-            })
+            }))
             .map_err(|_| Busy)
     }
 
@@ -85,10 +79,10 @@ impl StoreHandle {
         + 'static,
     ) -> Result<(), Busy> {
         self.tx
-            .try_send(Op::Open {
+            .try_send(Op::Write(Write::Open {
                 bytes,
                 decide: Box::new(decide),
-            })
+            }))
             .map_err(|_| Busy)
     }
 
@@ -117,9 +111,9 @@ fn serve(store: Store, mut rx: mpsc::Receiver<Op>) {
                 None => break,
             },
         };
-        let first = match Write::of(op) {
-            Ok(write) => write,
-            Err(job) => {
+        let first = match op {
+            Op::Write(write) => write,
+            Op::Job(job) => {
                 job(&store);
                 continue;
             }
@@ -130,13 +124,13 @@ fn serve(store: Store, mut rx: mpsc::Receiver<Op>) {
         let mut writes = vec![first];
         while count < MAX_BATCH {
             let Ok(op) = rx.try_recv() else { break };
-            match Write::of(op) {
-                Ok(write) => {
+            match op {
+                Op::Write(write) => {
                     count += write.len();
                     writes.push(write);
                 }
-                Err(job) => {
-                    next = Some(Op::Job(job));
+                job @ Op::Job(_) => {
+                    next = Some(job);
                     break;
                 }
             }
@@ -159,15 +153,6 @@ enum Write {
 }
 
 impl Write {
-    /// The op as a write, or the job it is.
-    fn of(op: Op) -> Result<Self, Job> {
-        match op {
-            Op::Put { envelopes, done } => Ok(Self::Put { envelopes, done }),
-            Op::Open { bytes, decide } => Ok(Self::Open { bytes, decide }),
-            Op::Job(job) => Err(job),
-        }
-    }
-
     /// Envelopes it may store.
     fn len(&self) -> usize {
         match self {
