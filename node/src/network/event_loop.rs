@@ -460,7 +460,7 @@ impl EventLoop {
         match queued {
             Ok(()) => self.verifying += 1,
             Err(busy) => {
-                tracing::warn!("a live message is dropped: {busy}");
+                tracing::debug!("a live message is dropped: {busy}");
                 self.judge(&id, &from, Ignore);
             }
         }
