@@ -7,19 +7,24 @@
 //! loopback TCP and QUIC. The generator is this process: one swarm per client
 //! (its own key; TCP, Noise, Yamux; relay client, rendezvous client and a
 //! small echo protocol), each driven by its own task. The load's clients share
-//! one runtime; three probe clients, which time discovers and echoes, run on
-//! threads of their own (the echo's two ends on one, the discoverer on
-//! another), so that what they time is the relay, not a queue of a thousand
-//! clients in this process. A discover's time includes the client's own work
-//! on the answer (libp2p's rendezvous codec checks the signature of every
-//! record in it), shown beside it as a floor timed in this process. The
-//! generator and the relay share the machine's cores. In order:
+//! one runtime; four probe clients, which time discovers and echoes, run on
+//! threads of their own (the echo's two ends on one, each of two discoverers
+//! on another), so that what they time is the relay, not a queue of a thousand
+//! clients in this process. A probe's discover time includes the client's
+//! own work on the answer (libp2p's rendezvous codec checks the signature of
+//! every record in it, as a node's does), shown beside it as a floor timed in
+//! this process. The second discoverer, and the load's clients, send the
+//! same discover request on the wire and only count the records in the
+//! answer (`raw_discover`): the relay's work is the same, its answer time is
+//! timed apart from the client's checks, and the generator does not spend
+//! most of a core checking signatures beside the relay it measures. The generator and
+//! the relay share the machine's cores. In order:
 //!
 //! 1. Idle: the relay's RSS and CPU with no client at all.
 //! 2. Baseline on the idle relay: the probes reserve, two of them open a
 //!    circuit; a room's worth of clients (as many as share a namespace under
 //!    load) register under one namespace and leave (their registrations stay
-//!    for their TTL). One probe discovers that namespace and one echoes
+//!    for their TTL). Two probes discover that namespace and one echoes
 //!    [`ECHO_BYTES`] over the circuit, every [`PROBE_EVERY`] for
 //!    [`IDLE_PROBE`].
 //! 3. Ramp: `reservations` clients connect ([`RAMP_CONCURRENCY`] at a time,
@@ -57,6 +62,7 @@ mod fleet;
 mod messages;
 mod open_files;
 mod probes;
+mod raw_discover;
 mod reasons;
 mod relay_process;
 mod rows;
@@ -152,12 +158,17 @@ pub struct Figures {
     pub registrations_per_answer: f64,
     pub load_registrations_per_answer: f64,
     pub idle_registrations_per_answer: f64,
-    /// Discover → answer, timed by the probe under load.
+    /// Discover → answer, timed by the probe under load, checking every
+    /// record of the answer as a node does.
     pub discover: Latency,
-    /// The same, timed by the load's clients themselves.
+    /// Discover → answer under load, timed by the probe that only counts the
+    /// records: the relay's part of a discover.
+    pub relay_discover: Latency,
+    /// Discover → answer (records counted), timed by the load's clients themselves.
     pub load_discover: Latency,
-    /// The probe's on the idle relay.
+    /// The probes' on the idle relay.
     pub idle_discover: Latency,
+    pub idle_relay_discover: Latency,
     /// The client's own share of a discover: decoding and verifying the
     /// signed peer records of one answer (what libp2p's rendezvous codec
     /// does), timed in this process before the load starts.
@@ -263,13 +274,15 @@ pub fn run(options: &Options) -> anyhow::Result<Figures> {
     };
     let echo_probes = probe_runtime("relay-load-echo")?;
     let discover_probe = probe_runtime("relay-load-discover")?;
+    let relay_discover_probe = probe_runtime("relay-load-relay-discover")?;
     let probes = [
         echo_probes.handle().clone(),
         discover_probe.handle().clone(),
+        relay_discover_probe.handle().clone(),
     ];
     let result = runtime.block_on(measure(options, &mut relay, &probes));
     // Every client closes with its runtime; then the relay is stopped (also on error).
-    for r in [echo_probes, discover_probe, runtime] {
+    for r in [echo_probes, discover_probe, relay_discover_probe, runtime] {
         r.shutdown_timeout(Duration::from_secs(5));
     }
     let exited = relay.child.try_wait().ok().flatten();
@@ -287,7 +300,7 @@ pub fn run(options: &Options) -> anyhow::Result<Figures> {
 async fn measure(
     options: &Options,
     relay: &mut RelayProcess,
-    probe_runtimes: &[Handle; 2],
+    probe_runtimes: &[Handle; 3],
 ) -> anyhow::Result<Figures> {
     let runtime = [Handle::current()];
     let pid = relay.child.id();
@@ -343,8 +356,9 @@ async fn measure(
     f.idle_echoes = idle.echoes;
     f.idle_registrations_per_answer = idle.per_answer();
     f.idle_discover = Latency::of(&idle.discover);
+    f.idle_relay_discover = Latency::of(&idle.discover_unchecked);
     f.idle_echo = Latency::of(&idle.echo);
-    if idle.discover.is_empty() || idle.echo.is_empty() {
+    if idle.discover.is_empty() || idle.discover_unchecked.is_empty() || idle.echo.is_empty() {
         bail!(
             "the idle relay answered no discover or no echo: {}",
             idle.reasons.list().join("; ")
@@ -439,6 +453,7 @@ async fn measure(
             Command::Hold(Plan {
                 discover_at,
                 discover_in: mine.into_iter().collect(),
+                check_records: false,
                 echo,
                 until,
                 give_up: until + GRACE,
@@ -477,7 +492,7 @@ async fn measure(
     reasons.merge(&probed.reasons);
     f.discovers = load.discovers;
     f.echoes = load.echoes;
-    f.load_discover = Latency::of(&load.discover);
+    f.load_discover = Latency::of(&load.discover_unchecked);
     f.load_echo = Latency::of(&load.echo);
     f.load_registrations_per_answer = load.per_answer();
     f.reservations.lost = load.reservations_lost;
@@ -493,6 +508,7 @@ async fn measure(
         lost: probed.reservations_lost + probed.circuits_lost + probed.registrations_lost,
     };
     f.discover = Latency::of(&probed.discover);
+    f.relay_discover = Latency::of(&probed.discover_unchecked);
     f.echo = Latency::of(&probed.echo);
     f.registrations_per_answer = probed.per_answer();
     f.refusals = [

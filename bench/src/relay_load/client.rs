@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::messages::{Command, Plan, Report, Tally};
+use super::raw_discover::{DiscoverAnswer, DiscoverRequest, RawDiscoverCodec};
 use super::relay_process::Target;
 use super::{ECHO_BYTES, STEP_TIMEOUT};
 
@@ -35,6 +36,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 struct Client {
     relay: relay::client::Behaviour,
     rendezvous: rendezvous::client::Behaviour,
+    /// Discovers without checking the answer's records (see `raw_discover`).
+    discover: request_response::Behaviour<RawDiscoverCodec>,
     echo: request_response::cbor::Behaviour<Echo, Echo>,
 }
 
@@ -53,6 +56,11 @@ fn client_swarm() -> anyhow::Result<Swarm<Client>> {
         .with_behaviour(|key, relay| Client {
             relay,
             rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+            discover: request_response::Behaviour::with_codec(
+                RawDiscoverCodec,
+                [(rendezvous::PROTOCOL_NAME, ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+            ),
             echo: request_response::cbor::Behaviour::new(
                 [(ECHO_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
@@ -88,7 +96,9 @@ struct ClientTask {
     circuit: Option<(PeerId, CircuitState)>,
     plan: Option<Plan>,
     discovers_sent: usize,
-    discover_sent: Option<Instant>,
+    /// The discover awaiting its answer: its request id when it went on the
+    /// wire (`raw_discover`), and when it was sent.
+    discover_sent: Option<(Option<OutboundRequestId>, Instant)>,
     echo_sent: Option<(OutboundRequestId, Instant)>,
     payload: String,
     tally: Tally,
@@ -377,14 +387,16 @@ impl ClientTask {
             }
             SwarmEvent::Behaviour(ClientEvent::Rendezvous(event)) => match event {
                 rendezvous::client::Event::Discovered { registrations, .. } => {
-                    if let Some(sent) = self.discover_sent.take() {
+                    if let Some((None, sent)) = self.discover_sent {
+                        self.discover_sent = None;
                         self.tally.discover.push(now.duration_since(sent));
                         self.tally.registrations_seen += registrations.len();
                     }
                 }
                 rendezvous::client::Event::DiscoverFailed { error, .. }
-                    if self.discover_sent.take().is_some() =>
+                    if matches!(self.discover_sent, Some((None, _))) =>
                 {
+                    self.discover_sent = None;
                     self.tally.discover_failures += 1;
                     self.tally
                         .reasons
@@ -398,6 +410,7 @@ impl ClientTask {
                 }
                 _ => {}
             },
+            SwarmEvent::Behaviour(ClientEvent::Discover(event)) => self.on_discover(event, now),
             SwarmEvent::Behaviour(ClientEvent::Echo(event)) => match event {
                 request_response::Event::Message { message, .. } => match message {
                     request_response::Message::Request {
@@ -435,6 +448,53 @@ impl ClientTask {
         }
     }
 
+    fn on_discover(
+        &mut self,
+        event: request_response::Event<DiscoverRequest, DiscoverAnswer>,
+        now: Instant,
+    ) {
+        let (request_id, answer) = match event {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => (request_id, Ok(response)),
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => (request_id, Err(error.to_string())),
+            _ => return,
+        };
+        let Some((Some(id), sent)) = self.discover_sent else {
+            return;
+        };
+        if id != request_id {
+            return;
+        }
+        self.discover_sent = None;
+        match answer {
+            Ok(DiscoverAnswer {
+                status: 0,
+                registrations,
+            }) => {
+                self.tally.discover_unchecked.push(now.duration_since(sent));
+                self.tally.registrations_seen += registrations;
+            }
+            Ok(DiscoverAnswer { status, .. }) => {
+                self.tally.discover_failures += 1;
+                self.tally
+                    .reasons
+                    .add(format!("discover refused with status {status}"));
+            }
+            Err(error) => {
+                self.tally.discover_failures += 1;
+                self.tally.reasons.add(format!("discover failed: {error}"));
+            }
+        }
+    }
+
     /// Sends what is due, gives up on a circuit that takes too long, and
     /// reports a finished hold.
     fn tick(&mut self, now: Instant) {
@@ -457,14 +517,22 @@ impl ClientTask {
             let turn = self.discovers_sent % plan.discover_in.len().max(1);
             self.discovers_sent += 1;
             match plan.discover_in.get(turn) {
-                Some(ns) => {
+                Some(ns) if plan.check_records => {
                     self.swarm.behaviour_mut().rendezvous.discover(
                         Some(ns.clone()),
                         None,
                         Some(DISCOVER_LIMIT),
                         self.target.peer,
                     );
-                    self.discover_sent = Some(now);
+                    self.discover_sent = Some((None, now));
+                }
+                Some(ns) => {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .discover
+                        .send_request(&self.target.peer, DiscoverRequest::new(ns, DISCOVER_LIMIT));
+                    self.discover_sent = Some((Some(id), now));
                 }
                 None => {
                     self.tally.discover_failures += 1;

@@ -22,6 +22,11 @@ pub(super) struct Plan {
     pub(super) discover_at: VecDeque<Instant>,
     /// ...and which namespaces, in turn.
     pub(super) discover_in: Vec<Namespace>,
+    /// Whether discovers go through libp2p's rendezvous client, which checks
+    /// the signature of every record in the answer, as a node does (the
+    /// probes), or go on the wire with the records only counted (the load;
+    /// see `raw_discover`).
+    pub(super) check_records: bool,
     pub(super) echo: Option<Echoing>,
     /// No echo is sent from then on.
     pub(super) until: Instant,
@@ -61,7 +66,10 @@ pub(super) enum Report {
 #[derive(Debug, Default)]
 pub(super) struct Tally {
     pub(super) discovers_asked: usize,
+    /// Discover → answer, the answer's records checked (libp2p's client)...
     pub(super) discover: Vec<Duration>,
+    /// ...and only counted (`raw_discover`).
+    pub(super) discover_unchecked: Vec<Duration>,
     pub(super) discover_failures: usize,
     pub(super) registrations_seen: usize,
     pub(super) echo: Vec<Duration>,

@@ -1,6 +1,8 @@
-//! The three probe clients, which time discovers and echoes on runtimes of
+//! The four probe clients, which time discovers and echoes on runtimes of
 //! their own, so that what they time is the relay and not a queue of the
-//! load's clients: the two ends of an echo over a circuit, and a discoverer.
+//! load's clients: the two ends of an echo over a circuit, a discoverer that
+//! checks every record of an answer as a node does, and one that only counts
+//! them, which times the relay's own part of a discover.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -16,8 +18,8 @@ use super::relay_process::Target;
 use super::summary::Summary;
 use super::{Count, Figures, GRACE, PROBE_EVERY, STEP_TIMEOUT};
 
-/// The three probe clients: an echo's destination, its source, a discoverer.
-pub(super) const PROBES: usize = 3;
+/// The probe clients: an echo's destination, its source, two discoverers.
+pub(super) const PROBES: usize = 4;
 
 /// The probes, ready: their fleet and who does what.
 pub(super) struct Probes {
@@ -25,20 +27,33 @@ pub(super) struct Probes {
     echo_source: usize,
     echo_dest: PeerId,
     discoverer: usize,
+    /// Discovers without checking the records: the relay's part.
+    relay_discoverer: usize,
 }
 
 impl Probes {
-    /// Reserves the probes (the echo's two ends on the first runtime, the
-    /// discoverer on the second) and opens their circuit.
+    /// Reserves the probes (the echo's two ends on the first runtime, each
+    /// discoverer on one of its own) and opens their circuit.
     pub(super) async fn start(
-        [echo, discover]: &[Handle; 2],
+        [echo, discover, relay_discover]: &[Handle; 3],
         target: &Target,
         f: &mut Figures,
     ) -> anyhow::Result<Self> {
-        let runtimes = [echo.clone(), echo.clone(), discover.clone()];
+        let runtimes = [
+            echo.clone(),
+            echo.clone(),
+            discover.clone(),
+            relay_discover.clone(),
+        ];
         let mut fleet = Fleet::spawn(&runtimes, PROBES, target, |_| None);
         let ramp = fleet.ramp(Instant::now() + ramp_deadline(PROBES)).await?;
-        let &[(_, echo_dest), (echo_source, _), (discoverer, _)] = ramp.reserved.as_slice() else {
+        let &[
+            (_, echo_dest),
+            (echo_source, _),
+            (discoverer, _),
+            (relay_discoverer, _),
+        ] = ramp.reserved.as_slice()
+        else {
             bail!(
                 "the idle relay refused a probe's reservation: {}",
                 ramp.reasons.list().join("; ")
@@ -67,6 +82,7 @@ impl Probes {
             echo_source,
             echo_dest,
             discoverer,
+            relay_discoverer,
         })
     }
 
@@ -75,21 +91,26 @@ impl Probes {
     pub(super) fn hold(&self, namespaces: Vec<Namespace>, start: Instant, until: Instant) {
         let times = (until.duration_since(start).as_secs_f64() / PROBE_EVERY.as_secs_f64()) as u32;
         let give_up = until + GRACE;
-        self.fleet.send(
-            self.discoverer,
-            Command::Hold(Plan {
-                discover_at: (0..times).map(|j| start + PROBE_EVERY * j).collect(),
-                discover_in: namespaces,
-                echo: None,
-                until,
-                give_up,
-            }),
-        );
+        for (discoverer, check_records) in [(self.discoverer, true), (self.relay_discoverer, false)]
+        {
+            self.fleet.send(
+                discoverer,
+                Command::Hold(Plan {
+                    discover_at: (0..times).map(|j| start + PROBE_EVERY * j).collect(),
+                    discover_in: namespaces.clone(),
+                    check_records,
+                    echo: None,
+                    until,
+                    give_up,
+                }),
+            );
+        }
         self.fleet.send(
             self.echo_source,
             Command::Hold(Plan {
                 discover_at: VecDeque::new(),
                 discover_in: Vec::new(),
+                check_records: true,
                 echo: Some(Echoing {
                     to: self.echo_dest,
                     every: PROBE_EVERY,
@@ -100,12 +121,15 @@ impl Probes {
             }),
         );
         // The echo's destination only answers; it reports losses.
-        if let Some(dest) = (0..PROBES).find(|i| *i != self.discoverer && *i != self.echo_source) {
+        if let Some(dest) = (0..PROBES)
+            .find(|i| ![self.discoverer, self.relay_discoverer, self.echo_source].contains(i))
+        {
             self.fleet.send(
                 dest,
                 Command::Hold(Plan {
                     discover_at: VecDeque::new(),
                     discover_in: Vec::new(),
+                    check_records: true,
                     echo: None,
                     until,
                     give_up,

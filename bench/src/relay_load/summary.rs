@@ -15,7 +15,10 @@ pub(super) struct Summary {
     pub(super) echoes: Count,
     pub(super) reservations_lost: usize,
     pub(super) circuits_lost: usize,
+    /// Discover → answer, the records checked (as a node does)...
     pub(super) discover: Vec<Duration>,
+    /// ...and only counted.
+    pub(super) discover_unchecked: Vec<Duration>,
     pub(super) echo: Vec<Duration>,
     pub(super) registrations_seen: usize,
     pub(super) registrations_lost: usize,
@@ -28,7 +31,7 @@ impl Summary {
         for t in tallies {
             s.reasons.merge(&t.reasons);
             s.discovers.asked += t.discovers_asked;
-            s.discovers.ok += t.discover.len();
+            s.discovers.ok += t.discover.len() + t.discover_unchecked.len();
             s.discovers.refused += t.discover_failures;
             s.echoes.asked += t.echo.len() + t.echo_failures;
             s.echoes.ok += t.echo.len();
@@ -38,12 +41,14 @@ impl Summary {
             s.registrations_lost += t.registrations_lost;
             s.registrations_seen += t.registrations_seen;
             s.discover.extend(t.discover);
+            s.discover_unchecked.extend(t.discover_unchecked);
             s.echo.extend(t.echo);
         }
         s
     }
 
     pub(super) fn per_answer(&self) -> f64 {
-        ratio(self.registrations_seen as f64, self.discover.len() as f64)
+        let answers = self.discover.len() + self.discover_unchecked.len();
+        ratio(self.registrations_seen as f64, answers as f64)
     }
 }
