@@ -8,11 +8,15 @@ use crate::stats::ratio;
 /// The targets.
 const RSS_TARGET_MB: f64 = 200.0;
 const DISCOVER_P99_TARGET_MS: f64 = 10.0;
+/// The report's name for these rows.
+const B: &str = "relay";
+const RELAY_PART_P50: &str =
+    "discover → answer p50, the relay's part (a probe counting the records, not checking them)";
+const LOAD_DISCOVERS: &str = "records counted, not checked; all in this process";
 /// Bytes per MB over bytes per MiB.
 const MIB_IN_MB: f64 = 1.048_576;
 
 pub fn rows(f: &Figures) -> Vec<Row> {
-    const B: &str = "relay";
     let rss_target = format!(
         "≤ {RSS_TARGET_MB:.0} MB (= {:.1} MiB)",
         RSS_TARGET_MB / MIB_IN_MB
@@ -122,38 +126,26 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             ),
             ratio(f.discover.p50_ms, f.idle_discover.p50_ms),
         ),
-        Row::new(
-            B,
+        beside_idle(
             format!(
                 "discover → answer p99, probe checking every record ({} samples)",
                 f.discover.samples
             ),
-            ms(f.discover.p99_ms),
-        )
-        .against(
-            format!("{} idle", ms(f.idle_discover.p99_ms)),
-            ratio(f.discover.p99_ms, f.idle_discover.p99_ms),
+            f.discover.p99_ms,
+            f.idle_discover.p99_ms,
         ),
-        Row::new(
-            B,
-            "discover → answer p50, the relay's part (a probe counting the records, not checking them)",
-            ms(f.relay_discover.p50_ms),
-        )
-        .against(
-            format!("{} idle", ms(f.idle_relay_discover.p50_ms)),
-            ratio(f.relay_discover.p50_ms, f.idle_relay_discover.p50_ms),
+        beside_idle(
+            RELAY_PART_P50,
+            f.relay_discover.p50_ms,
+            f.idle_relay_discover.p50_ms,
         ),
-        Row::new(
-            B,
+        beside_idle(
             format!(
                 "discover → answer p99, the relay's part ({} samples)",
                 f.relay_discover.samples
             ),
-            ms(f.relay_discover.p99_ms),
-        )
-        .against(
-            format!("{} idle", ms(f.idle_relay_discover.p99_ms)),
-            ratio(f.relay_discover.p99_ms, f.idle_relay_discover.p99_ms),
+            f.relay_discover.p99_ms,
+            f.idle_relay_discover.p99_ms,
         )
         .target(
             format!("discover p99 ≤ {DISCOVER_P99_TARGET_MS:.0} ms"),
@@ -171,50 +163,34 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             format!("{} idle discover p50", ms(f.idle_discover.p50_ms)),
             ratio(f.discover_verify_floor.p50_ms, f.idle_discover.p50_ms),
         ),
-        Row::new(
-            B,
+        beside_idle(
             format!(
-                "discover → answer p99 as the {} load clients time it (records counted, not checked; all in this process)",
+                "discover → answer p99 as the {} load clients time it ({LOAD_DISCOVERS})",
                 f.registrations.asked
             ),
-            ms(f.load_discover.p99_ms),
-        )
-        .against(
-            format!("{} idle", ms(f.idle_discover.p99_ms)),
-            ratio(f.load_discover.p99_ms, f.idle_discover.p99_ms),
+            f.load_discover.p99_ms,
+            f.idle_discover.p99_ms,
         ),
-        Row::new(
-            B,
+        beside_idle(
             format!(
                 "echo round trip over a circuit p50, probe ({} samples)",
                 f.echo.samples
             ),
-            ms(f.echo.p50_ms),
-        )
-        .against(
-            format!("{} idle", ms(f.idle_echo.p50_ms)),
-            ratio(f.echo.p50_ms, f.idle_echo.p50_ms),
+            f.echo.p50_ms,
+            f.idle_echo.p50_ms,
         ),
-        Row::new(
-            B,
+        beside_idle(
             "echo round trip over a circuit p99, probe",
-            ms(f.echo.p99_ms),
-        )
-        .against(
-            format!("{} idle", ms(f.idle_echo.p99_ms)),
-            ratio(f.echo.p99_ms, f.idle_echo.p99_ms),
+            f.echo.p99_ms,
+            f.idle_echo.p99_ms,
         ),
-        Row::new(
-            B,
+        beside_idle(
             format!(
                 "echo round trip p99 over the {} load circuits (all in this process)",
                 f.circuits.held()
             ),
-            ms(f.load_echo.p99_ms),
-        )
-        .against(
-            format!("{} idle", ms(f.idle_echo.p99_ms)),
-            ratio(f.load_echo.p99_ms, f.idle_echo.p99_ms),
+            f.load_echo.p99_ms,
+            f.idle_echo.p99_ms,
         ),
         Row::new(B, "honest clients refused", refusals_text(f))
             .baseline(format!("idle relay: {idle_failures}"))
@@ -229,6 +205,12 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         )),
     ]
+}
+
+/// A latency under load beside the same on the idle relay.
+fn beside_idle(what: impl Into<String>, loaded_ms: f64, idle_ms: f64) -> Row {
+    Row::new(B, what, ms(loaded_ms))
+        .against(format!("{} idle", ms(idle_ms)), ratio(loaded_ms, idle_ms))
 }
 
 fn refusals_text(f: &Figures) -> String {
