@@ -160,6 +160,40 @@ struct RawBehaviour {
     history: request_response::Behaviour<HistoryCodec>,
 }
 
+/// A bare libp2p peer in `lobby` (anonymous gossip, as nodes use, and the
+/// catch-up protocol), dialling `addr`. Call inside a tokio runtime.
+fn raw_peer(key: Keypair, addr: Multiaddr) -> (libp2p::Swarm<RawBehaviour>, IdentTopic) {
+    let mut swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| RawBehaviour {
+            gossipsub: gossipsub::Behaviour::new(
+                MessageAuthenticity::Anonymous,
+                gossipsub::ConfigBuilder::default()
+                    .validation_mode(gossipsub::ValidationMode::Anonymous)
+                    .message_id_fn(|m: &gossipsub::Message| {
+                        use sha2::{Digest, Sha256};
+                        gossipsub::MessageId::new(&Sha256::digest(&m.data)[..16])
+                    })
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap(),
+            history: request_response::Behaviour::with_codec(
+                HistoryCodec,
+                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let topic = IdentTopic::new("palaver/2/room/lobby");
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    swarm.dial(addr).unwrap();
+    (swarm, topic)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -253,34 +287,7 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
     let addr: Multiaddr = node.addr("quic-v1").parse().unwrap();
     let (served_tx, served) = std::sync::mpsc::channel::<&'static str>();
     let _guard = rt.enter();
-    let mut swarm = SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| RawBehaviour {
-            gossipsub: gossipsub::Behaviour::new(
-                MessageAuthenticity::Anonymous,
-                gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::Anonymous)
-                    .message_id_fn(|m: &gossipsub::Message| {
-                        use sha2::{Digest, Sha256};
-                        gossipsub::MessageId::new(&Sha256::digest(&m.data)[..16])
-                    })
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap(),
-            history: request_response::Behaviour::with_codec(
-                HistoryCodec,
-                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    let topic = IdentTopic::new("palaver/2/room/lobby");
-    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
-    swarm.dial(addr).unwrap();
+    let (mut swarm, topic) = raw_peer(key, addr);
     let task = rt.spawn(async move {
         let mut announced = false;
         loop {
@@ -367,5 +374,150 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
         .map(|p| p["score"].as_f64().unwrap())
         .expect("the hostile server is listed");
     assert!(score < 0.0, "score {score} after two bad envelopes");
+    task.abort();
+}
+
+// ---- shed under load, then pulled ----
+
+/// Messages a node had to shed (more arrived than it could verify) are pulled
+/// from the peer that sent them once the load has eased, with no reconnection:
+/// every message is shown exactly once, live or replayed.
+#[test]
+fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
+    // Enough that the node's verification queue (512) overflows: the event
+    // loop takes each in faster than the store thread verifies and stores.
+    const FLOOD: usize = 3000;
+    let mut node = Node::start("shed", "n", &[]);
+    assert_eq!(node.command("/join lobby")["event"], "ok");
+    let node_id: PeerId = node.peer_id.parse().unwrap();
+
+    let key = Keypair::generate_ed25519();
+    let raw_id = key.public().to_peer_id();
+    let base = now_ms() - 20_000;
+    // Newest first, as an inventory lists them.
+    let flood: Vec<(Vec<u8>, u64)> = (0..FLOOD as u64)
+        .rev()
+        .map(|i| (chat(&key, &format!("flood {i}"), base + i), base + i))
+        .collect();
+    let join = Envelope::seal(
+        &key,
+        Payload {
+            room: "lobby".parse().unwrap(),
+            nick: "flooder".parse().unwrap(),
+            ts: now_ms(),
+            session: 1,
+            seq: 0,
+            body: Body::Join,
+        },
+    )
+    .unwrap()
+    .as_bytes()
+    .to_vec();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let addr: Multiaddr = node.addr("quic-v1").parse().unwrap();
+    let (mut swarm, topic) = raw_peer(key, addr);
+    let (flood_now, mut flood_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // What the peer served: ("inventory", refs listed) or ("fetch", envelopes).
+    let (served_tx, served) = std::sync::mpsc::channel::<(&'static str, usize)>();
+    let task = rt.spawn(async move {
+        let mut flooded = false;
+        loop {
+            let event = tokio::select! {
+                event = swarm.select_next_some() => event,
+                Some(()) = flood_rx.recv() => {
+                    for (bytes, _) in flood.iter().rev() {
+                        swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes.clone()).unwrap();
+                    }
+                    flooded = true;
+                    continue;
+                }
+            };
+            match event {
+                SwarmEvent::Behaviour(RawBehaviourEvent::Gossipsub(
+                    gossipsub::Event::Subscribed { peer_id, .. },
+                )) if peer_id == node_id => {
+                    swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(topic.clone(), join.clone())
+                        .unwrap();
+                }
+                SwarmEvent::Behaviour(RawBehaviourEvent::History(
+                    request_response::Event::Message {
+                        message:
+                            request_response::Message::Request {
+                                request, channel, ..
+                            },
+                        ..
+                    },
+                )) => {
+                    let held: &[(Vec<u8>, u64)] = if flooded { &flood } else { &[] };
+                    let response = match request {
+                        Request::Inventory { before, limit, .. } => {
+                            let older: Vec<&(Vec<u8>, u64)> = held
+                                .iter()
+                                .filter(|(_, ts)| before.is_none_or(|b| *ts < b.ts))
+                                .collect();
+                            let refs: Vec<MessageRef> = older
+                                .iter()
+                                .take(usize::from(limit))
+                                .map(|(b, ts)| reference(b, *ts))
+                                .collect();
+                            let _ = served_tx.send(("inventory", refs.len()));
+                            Response::Inventory {
+                                more: older.len() > refs.len(),
+                                refs,
+                            }
+                        }
+                        Request::Fetch { refs: asked, .. } => {
+                            let envelopes: Vec<Vec<u8>> = held
+                                .iter()
+                                .filter(|(b, ts)| asked.contains(&reference(b, *ts)))
+                                .map(|(b, _)| b.clone())
+                                .collect();
+                            let _ = served_tx.send(("fetch", envelopes.len()));
+                            Response::Envelopes(envelopes)
+                        }
+                    };
+                    let _ = swarm
+                        .behaviour_mut()
+                        .history
+                        .send_response(channel, response);
+                }
+                _ => {}
+            }
+        }
+    });
+
+    // The node meets the peer and asks what it holds: nothing yet.
+    node.wait_joined("lobby", &raw_id.to_string());
+    assert_eq!(served.recv_timeout(PROMPT).unwrap(), ("inventory", 0));
+    flood_now.send(()).unwrap();
+
+    let shown = node.wait_for_count("every flooded message", FLOOD, 4 * PROMPT, |v| {
+        v["event"] == "message"
+    });
+    let texts: Vec<&str> = shown.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let distinct: HashSet<&str> = texts.iter().copied().collect();
+    assert_eq!(distinct.len(), FLOOD, "each message shown once");
+    let replayed = shown.iter().filter(|m| m["replay"] == true).count();
+    assert!(
+        replayed > 0,
+        "the flood shed nothing: every message came live, so this test showed nothing"
+    );
+    // Only a pull after the flood (none of the other triggers: no
+    // reconnection, no busy refusal) can have brought the replays.
+    let mut fetched = 0;
+    while let Ok((what, n)) = served.try_recv() {
+        if what == "fetch" {
+            fetched += n;
+        }
+    }
+    assert_eq!(fetched, replayed, "the replays are what was fetched");
+    node.drain();
+    let messages = node.seen.iter().filter(|v| v["event"] == "message").count();
+    assert_eq!(messages, FLOOD, "nothing shown twice");
     task.abort();
 }

@@ -6,6 +6,11 @@
 //! at a time, and fetches the messages this node lacks, oldest first within
 //! a page. It stops at the first page with nothing missing, at the end of the
 //! other side's history, after [`MAX_PAGES`] pages, or at the first fault.
+//!
+//! A node under more load than it can verify sheds live messages (see the
+//! event loop). Whoever sent one has it, so the node remembers that peer and
+//! room, and once the load has eased pulls from it, walking back past pages
+//! with nothing missing to a little before the first message it shed.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -29,6 +34,8 @@ const MAX_REMEMBERED: usize = 4096;
 pub const BUSY_RETRY: Duration = Duration::from_secs(2);
 /// Most pulls waiting to be retried.
 const MAX_RETRIES: usize = 256;
+/// Most (peer, room) pairs remembered as owing shed messages.
+const MAX_SHED: usize = 256;
 
 /// One pull from one peer about one room.
 #[derive(Debug)]
@@ -39,6 +46,9 @@ struct Pull {
     more: bool,
     /// Missing references still to fetch, in chunks, oldest first.
     to_fetch: VecDeque<Vec<MessageRef>>,
+    /// Walk back at least to this timestamp (ms), even past pages with
+    /// nothing missing: messages were shed from then on.
+    back_to: Option<u64>,
     /// What the request under way asked for.
     asked: Asked,
 }
@@ -61,12 +71,25 @@ pub struct CatchUps {
     started: HashMap<Key, Instant>,
     /// Pulls refused as busy, and when to try them again.
     retries: HashMap<Key, Instant>,
+    /// Peers whose live messages about a room were shed, and the timestamp
+    /// (ms) to walk back to when pulling them.
+    shed: HashMap<Key, u64>,
 }
 
 impl CatchUps {
     /// Whether a pull from `peer` about `room` may start now; if so it is
     /// recorded, and the first request to send is returned.
     pub fn start(&mut self, peer: PeerId, room: &RoomName, now: Instant) -> Option<Request> {
+        self.start_back_to(peer, room, now, None)
+    }
+
+    fn start_back_to(
+        &mut self,
+        peer: PeerId,
+        room: &RoomName,
+        now: Instant,
+        back_to: Option<u64>,
+    ) -> Option<Request> {
         let key = (peer, room.clone());
         if self.pulls.contains_key(&key)
             || self.pulls.len() >= MAX_PULLS
@@ -90,10 +113,43 @@ impl CatchUps {
                 pages: 0,
                 more: false,
                 to_fetch: VecDeque::new(),
+                back_to,
                 asked: Asked::Inventory,
             },
         );
         Some(inventory(room, None))
+    }
+
+    /// A live message about `room` from `peer` was shed; messages from
+    /// `since` (ms) on are to be pulled from it once [`Self::start_shed`] is
+    /// called. At most [`MAX_SHED`] pairs are remembered.
+    pub fn shed(&mut self, peer: PeerId, room: &RoomName, since: u64) {
+        let key = (peer, room.clone());
+        if let Some(earliest) = self.shed.get_mut(&key) {
+            *earliest = (*earliest).min(since);
+        } else if self.shed.len() < MAX_SHED {
+            self.shed.insert(key, since);
+        }
+    }
+
+    /// Starts the pulls owed for shed messages that may start now, from
+    /// peers `reachable` says are still there (the others are forgotten);
+    /// the rest wait for a later call.
+    pub fn start_shed(
+        &mut self,
+        now: Instant,
+        reachable: impl Fn(&Key) -> bool,
+    ) -> Vec<(PeerId, Request)> {
+        self.shed.retain(|key, _| reachable(key));
+        let owed: Vec<(Key, u64)> = self.shed.iter().map(|(k, t)| (k.clone(), *t)).collect();
+        let mut started = Vec::new();
+        for ((peer, room), since) in owed {
+            if let Some(request) = self.start_back_to(peer, &room, now, Some(since)) {
+                self.shed.remove(&(peer, room));
+                started.push((peer, request));
+            }
+        }
+        started
     }
 
     /// Records the id of the request just sent for `peer` and `room`.
@@ -133,7 +189,10 @@ impl CatchUps {
     /// Returns the next request, or `None` when the pull is over.
     pub fn on_missing(&mut self, key: &Key, mut missing: Vec<MessageRef>) -> Option<Request> {
         let pull = self.pulls.get_mut(key)?;
-        if missing.is_empty() {
+        let reaching_back = pull
+            .back_to
+            .is_some_and(|t| pull.cursor.is_some_and(|c| c.ts > t));
+        if missing.is_empty() && !reaching_back {
             // Everything on this page is here already: older pages are too.
             self.pulls.remove(key);
             return None;
@@ -197,6 +256,7 @@ impl CatchUps {
         self.pulls.retain(|(p, _), _| p != peer);
         self.requests.retain(|_, (p, _)| p != peer);
         self.retries.retain(|(p, _), _| p != peer);
+        self.shed.retain(|(p, _), _| p != peer);
     }
 
     fn next(&mut self, key: &Key) -> Option<Request> {
@@ -297,6 +357,64 @@ mod tests {
             c.due_retries(later + BUSY_RETRY * 4).is_empty(),
             "retried once"
         );
+    }
+
+    #[test]
+    fn a_pull_for_shed_messages_walks_back_past_complete_pages_to_when_they_were_shed() {
+        let mut c = CatchUps::default();
+        let peer = PeerId::random();
+        let key = (peer, room());
+        let now = Instant::now();
+        c.shed(peer, &room(), 50);
+        c.shed(peer, &room(), 40);
+        assert!(c.start_shed(now, |_| true).len() == 1);
+        assert!(c.start_shed(now, |_| true).is_empty(), "started once");
+        assert!(c.on_inventory(&key, &[r(90), r(80), r(70)], true));
+        assert!(
+            matches!(c.on_missing(&key, vec![]), Some(Request::Inventory { before: Some(b), .. }) if b == r(70)),
+            "a complete page newer than the first shed message does not end the pull"
+        );
+        assert!(c.on_inventory(&key, &[r(60), r(45)], true));
+        let Some(Request::Fetch { refs, .. }) = c.on_missing(&key, vec![r(45)]) else {
+            panic!("expected a fetch");
+        };
+        assert_eq!(refs, vec![r(45)]);
+        assert_eq!(c.on_envelopes(&key), Some(vec![r(45)]));
+        assert!(matches!(c.on_stored(&key), Some(Request::Inventory { .. })));
+        assert!(c.on_inventory(&key, &[r(39), r(38)], true));
+        assert!(
+            c.on_missing(&key, vec![]).is_none(),
+            "a complete page older than the first shed message ends it"
+        );
+    }
+
+    #[test]
+    fn shed_messages_wait_for_a_pull_to_be_allowed_and_are_forgotten_with_their_peer() {
+        let mut c = CatchUps::default();
+        let now = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        c.start(a, &room(), now).unwrap();
+        c.shed(a, &room(), 10);
+        c.shed(b, &room(), 10);
+        let started = c.start_shed(now, |_| true);
+        assert_eq!(started.len(), 1, "a is being pulled already");
+        assert_eq!(started[0].0, b);
+        c.end(&(a, room()));
+        assert!(
+            c.start_shed(now, |_| true).is_empty(),
+            "too soon to ask a again"
+        );
+        assert_eq!(c.start_shed(now + REPEAT_AFTER, |_| true).len(), 1);
+        c.shed(a, &room(), 10);
+        c.peer_gone(&a);
+        assert!(c.start_shed(now + REPEAT_AFTER * 3, |_| true).is_empty());
+        c.shed(b, &room(), 10);
+        assert!(c.start_shed(now + REPEAT_AFTER * 3, |_| false).is_empty());
+        assert!(c.shed.is_empty(), "unreachable peers are forgotten");
+        for _ in 0..2 * MAX_SHED {
+            c.shed(PeerId::random(), &room(), 10);
+        }
+        assert_eq!(c.shed.len(), MAX_SHED);
     }
 
     #[test]

@@ -45,6 +45,9 @@ const LISTEN_WAIT: Duration = Duration::from_secs(3);
 /// store's queue, so that live gossip never takes the slots `/send`,
 /// `/history` and catch-up need.
 const MAX_VERIFYING: usize = crate::store::worker::QUEUE / 2;
+/// A pull for shed messages walks back to this long before the first was
+/// shed (their timestamps are their authors' clocks, a little earlier).
+const SHED_LOOKBACK_MS: u64 = 30 * 1000;
 /// How far a live payload's timestamp may be from this node's clock.
 const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Most listen addresses kept (relays report circuit addresses too).
@@ -424,12 +427,14 @@ impl EventLoop {
         }
         if self.verifying >= MAX_VERIFYING {
             tracing::debug!("too many messages waiting for verification; ignoring one");
+            self.shed(from, &room);
             return self.judge(&id, &from, Ignore);
         }
         let verified = self.verified_tx.clone();
         let stored = self.done_tx.clone();
         let local = self.local;
         let message_id = id.clone();
+        let shed_room = room.clone();
         let queued = self.store.open_and_put(message.data, move |opened| {
             let verdict = live_verdict(from, &room, local, opened, unix_ms());
             let chat = verdict.as_ref().is_ok_and(is_history);
@@ -461,9 +466,18 @@ impl EventLoop {
             Ok(()) => self.verifying += 1,
             Err(busy) => {
                 tracing::debug!("a live message is dropped: {busy}");
+                self.shed(from, &shed_room);
                 self.judge(&id, &from, Ignore);
             }
         }
+    }
+
+    /// A live message from `from` was not taken in (more load than this
+    /// node can verify and store): `from` has it, and is asked for it once
+    /// the load has eased ([`Self::recover_shed`]).
+    fn shed(&mut self, from: PeerId, room: &RoomName) {
+        let since = unix_ms().saturating_sub(SHED_LOOKBACK_MS);
+        self.catch_ups.shed(from, room, since);
     }
 
     fn on_verified(&mut self, v: Verified) {
@@ -547,6 +561,7 @@ impl EventLoop {
             }
             self.nat_tick(now);
             self.retry_catch_ups(now);
+            self.recover_shed(now);
         }
     }
 

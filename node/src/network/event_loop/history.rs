@@ -273,6 +273,22 @@ impl EventLoop {
         }
     }
 
+    /// Pulls what was shed under load from the peers that sent it, once the
+    /// load has eased: few live messages waiting, and room in the store's queue.
+    pub(super) fn recover_shed(&mut self, now: Instant) {
+        if self.verifying > super::MAX_VERIFYING / 4 || self.store.is_full() {
+            return;
+        }
+        let (swarm, rooms) = (&self.swarm, &self.rooms);
+        let started = self.catch_ups.start_shed(now, |(peer, room)| {
+            swarm.is_connected(peer) && rooms.is_joined(room)
+        });
+        for (peer, request) in started {
+            tracing::debug!(%peer, room = %request.room(), "pulling what was shed under load");
+            self.send_history_request(peer, request);
+        }
+    }
+
     /// A room member (re)connected: catch up in every room it is in.
     pub(super) fn catch_up_with_member(&mut self, peer: PeerId) {
         for room in self.rooms.rooms_of_member(&peer) {
