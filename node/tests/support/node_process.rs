@@ -6,8 +6,9 @@
 #![allow(dead_code, reason = "each test uses part of the harness")]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -30,9 +31,34 @@ pub fn is_reply(v: &Value) -> bool {
     v["event"].as_str().is_some_and(|e| REPLIES.contains(&e))
 }
 
+/// Where this test process keeps its nodes' directories and logs. On first
+/// use, the folders of test processes that have exited are removed, so runs
+/// do not pile up in the temp dir; the last one's stay to be looked at.
+fn test_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("palaver-tests-"))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !Path::new("/proc").join(pid.to_string()).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let root = tmp.join(format!("palaver-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("create the test root");
+        root
+    })
+}
+
 /// A fresh, empty directory for one node of one test.
 pub fn temp_dir(test: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("palaver-{test}-{name}-{}", std::process::id()));
+    let dir = test_root().join(format!("{test}-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
