@@ -194,6 +194,19 @@ fn raw_peer(key: Keypair, addr: Multiaddr) -> (libp2p::Swarm<RawBehaviour>, Iden
     (swarm, topic)
 }
 
+/// `nick` joining `lobby` now, signed by `key`.
+fn join_envelope(key: &Keypair, nick: &str) -> Vec<u8> {
+    let payload = Payload {
+        room: "lobby".parse().unwrap(),
+        nick: nick.parse().unwrap(),
+        ts: now_ms(),
+        session: 1,
+        seq: 0,
+        body: Body::Join,
+    };
+    Envelope::seal(key, payload).unwrap().as_bytes().to_vec()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -270,20 +283,7 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
     let rt = tokio::runtime::Runtime::new().unwrap();
     let key = Keypair::generate_ed25519();
     let raw_id = key.public().to_peer_id();
-    let join = Envelope::seal(
-        &key,
-        Payload {
-            room: "lobby".parse().unwrap(),
-            nick: "mallory".parse().unwrap(),
-            ts: now_ms(),
-            session: 1,
-            seq: 0,
-            body: Body::Join,
-        },
-    )
-    .unwrap()
-    .as_bytes()
-    .to_vec();
+    let join = join_envelope(&key, "mallory");
     let addr: Multiaddr = node.addr("quic-v1").parse().unwrap();
     let (served_tx, served) = std::sync::mpsc::channel::<&'static str>();
     let _guard = rt.enter();
@@ -399,20 +399,7 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
         .rev()
         .map(|i| (chat(&key, &format!("flood {i}"), base + i), base + i))
         .collect();
-    let join = Envelope::seal(
-        &key,
-        Payload {
-            room: "lobby".parse().unwrap(),
-            nick: "flooder".parse().unwrap(),
-            ts: now_ms(),
-            session: 1,
-            seq: 0,
-            body: Body::Join,
-        },
-    )
-    .unwrap()
-    .as_bytes()
-    .to_vec();
+    let join = join_envelope(&key, "flooder");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
