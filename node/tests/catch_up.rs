@@ -415,7 +415,8 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
                 event = swarm.select_next_some() => event,
                 Some(()) = flood_rx.recv() => {
                     for (bytes, _) in flood.iter().rev() {
-                        swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes.clone()).unwrap();
+                        let gossip = &mut swarm.behaviour_mut().gossipsub;
+                        gossip.publish(topic.clone(), bytes.clone()).unwrap();
                     }
                     flooded = true;
                     continue;
