@@ -4,6 +4,9 @@
 //! order, with events in between. stdout carries nothing else, and is
 //! written by a thread of its own, which writes whatever lines have queued up
 //! in one go: the console never waits for a write unless that queue is full.
+//! The line protocol's records are built here only ([`render`]).
+
+mod render;
 
 use std::io::{self, BufRead, Write};
 use std::pin::Pin;
@@ -12,9 +15,10 @@ use std::thread::JoinHandle;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use palaver_proto::ErrorCode;
-use palaver_proto::line::{Command, Event, MAX_LINE_BYTES, Reply, human, parse_line};
+use palaver_proto::line::{MAX_LINE_BYTES, Reply, human, parse_line};
 use tokio::sync::mpsc;
 
+use crate::api::{Command, Event};
 use crate::network::Client;
 
 /// Lines read ahead of the console.
@@ -39,7 +43,7 @@ pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) 
     let mut out = Output::start(json);
     // `ready` is the first line: nothing else is written before it.
     match events.recv().await {
-        Some(first) => out.event(&first).await,
+        Some(first) => out.event(first).await,
         None => return,
     }
     let mut input = spawn_stdin_reader();
@@ -51,17 +55,18 @@ pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) 
             biased;
             Some(reply) = in_flight.next() => out.reply(&reply).await,
             event = events.recv() => match event {
-                Some(event) => out.event(&event).await,
+                Some(event) => out.event(event).await,
                 None => break,
             },
             line = input.recv(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
                 match line {
-                    Some(Input::Line(bytes)) => match parse_line(&bytes) {
+                    Some(Input::Line(bytes)) => match parse_line(&bytes).map_err(Reply::from).and_then(render::command) {
                         Ok(command) => {
                             reading = command != Command::Quit;
-                            in_flight.push_back(Box::pin(client.submit(command).await));
+                            let answer = client.submit(command).await;
+                            in_flight.push_back(Box::pin(async move { render::answer(answer.await) }));
                         }
-                        Err(e) => in_flight.push_back(ready(e.into())),
+                        Err(refused) => in_flight.push_back(ready(refused)),
                     },
                     Some(Input::TooLong(len)) => in_flight.push_back(ready(Reply::error(
                         ErrorCode::LineTooLong,
@@ -135,11 +140,12 @@ impl Output {
         self.write(line).await;
     }
 
-    async fn event(&mut self, event: &Event) {
+    async fn event(&mut self, event: Event) {
+        let event = render::event(event);
         let line = if self.json {
-            to_json(event)
+            to_json(&event)
         } else {
-            human::event(event)
+            human::event(&event)
         };
         self.write(line).await;
     }

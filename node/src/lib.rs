@@ -1,11 +1,13 @@
 //! The Palaver chat node as a library: [`run`] takes a [`Config`] and serves
 //! the line protocol on stdin/stdout until `/quit`, end of input or a signal.
 
+pub mod api;
 pub mod console;
 pub mod data_dir;
 pub mod network;
 pub mod rooms;
 pub mod store;
+pub mod validation;
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,8 @@ use age::secrecy::SecretString;
 
 use libp2p::Multiaddr;
 use palaver_proto::Nick;
-use palaver_proto::line::Command;
+
+use crate::api::Command;
 
 use crate::data_dir::{DataDir, DataDirError};
 use crate::network::{NetworkConfig, NetworkError};
@@ -117,7 +120,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .or(saved.nick)
         .unwrap_or_else(|| default_nick(&peer_id.to_string()));
     tracing::info!(%peer_id, data_dir = %data_dir.path().display(), "starting");
-    let (store, store_thread) = store::worker::spawn(store)
+    let (store, stored, store_thread) = store::worker::spawn(store)
         .map_err(|e| Error::Startup(format!("cannot start the store thread: {e}")))?;
     let network = NetworkConfig {
         nick,
@@ -125,6 +128,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         bootstrap: config.bootstrap,
         mdns: config.mdns,
         store,
+        stored,
         rooms: saved.rooms,
     };
     let (client, events, event_loop) = network::new(keypair, network)?;

@@ -1,19 +1,21 @@
 //! The node's network: one task (the [`EventLoop`]) owns the libp2p `Swarm`
-//! and the chat state; everything else talks to it through a [`Client`]
-//! (commands with one-shot replies) and reads the [`Event`]s it emits.
+//! and a few I/O-free cores (rooms and presence, reachability, catch-up,
+//! serving); everything else talks to it through a [`Client`] (typed
+//! commands with one-shot answers) and reads the typed [`Event`]s it emits.
 
 mod behaviour;
 mod catch_up;
-mod connections;
 mod event_loop;
 mod history_codec;
-mod relays;
+mod reachability;
+mod serving;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, SwarmBuilder, noise, tcp, yamux};
-use palaver_proto::line::{Command, Event, Reply};
+use libp2p::request_response::ResponseChannel;
+use libp2p::{Multiaddr, PeerId, SwarmBuilder, gossipsub, noise, tcp, yamux};
+use palaver_proto::history::Response;
 use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,7 +23,28 @@ pub use event_loop::EventLoop;
 /// The catch-up codec, for tools and tests that speak `/palaver/history/1`.
 pub use history_codec::HistoryCodec;
 
-use crate::store::worker::StoreHandle;
+use crate::api::{Answer, Command, Event};
+use crate::store::worker::{self, StoreHandle, Tickets};
+
+/// What rides along with the network's store jobs.
+#[derive(Debug)]
+pub struct StoreTickets;
+
+impl Tickets for StoreTickets {
+    /// The gossip message, and the peer that forwarded it.
+    type Live = (gossipsub::MessageId, PeerId);
+    type Reply = oneshot::Sender<Answer>;
+    /// The pull (peer, room) an answer belongs to.
+    type Pull = (PeerId, RoomName);
+    type Serve = (PeerId, ResponseChannel<Response>);
+    /// The reply, and the command it answers.
+    type Saved = (oneshot::Sender<Answer>, &'static str);
+}
+
+/// The store thread as the network sees it.
+pub type Store = StoreHandle<StoreTickets>;
+/// What the store thread finished, as the network sees it.
+pub type StoreDone = worker::Done<StoreTickets>;
 
 /// Commands waiting for the event loop; the console waits when it is full.
 const COMMAND_QUEUE: usize = 256;
@@ -31,14 +54,16 @@ const EVENT_QUEUE: usize = 8192;
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What the network part of a node needs to know.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NetworkConfig {
     pub nick: Nick,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
     /// Where messages are kept; nothing is shown before it is stored.
-    pub store: StoreHandle,
+    pub store: Store,
+    /// What the store thread finished.
+    pub stored: mpsc::Receiver<StoreDone>,
     /// Rooms to join again at start (the ones joined when the node last ran).
     pub rooms: Vec<RoomName>,
 }
@@ -57,26 +82,27 @@ pub enum NetworkError {
 /// A cheap handle to the event loop.
 #[derive(Debug, Clone)]
 pub struct Client {
-    commands: mpsc::Sender<(Command, oneshot::Sender<Reply>)>,
+    commands: mpsc::Sender<(Command, oneshot::Sender<Answer>)>,
 }
 
 impl Client {
     /// Hands a command to the event loop, which applies commands in the order
-    /// they are handed over. The returned future resolves to its one reply.
-    pub async fn submit(&self, command: Command) -> impl Future<Output = Reply> + use<> {
+    /// they are handed over (waiting while its queue is full). The returned
+    /// future resolves to its one answer.
+    pub async fn submit(&self, command: Command) -> impl Future<Output = Answer> + use<> {
         let (tx, rx) = oneshot::channel();
         let handed_over = self.commands.send((command, tx)).await.is_ok();
+        let stopping = || Answer::refused(ErrorCode::Internal, "the node is shutting down");
         async move {
             if !handed_over {
-                return Reply::error(ErrorCode::Internal, "the node is shutting down");
+                return stopping();
             }
-            rx.await
-                .unwrap_or_else(|_| Reply::error(ErrorCode::Internal, "the node is shutting down"))
+            rx.await.unwrap_or_else(|_| stopping())
         }
     }
 
-    /// Submits a command and waits for its reply.
-    pub async fn request(&self, command: Command) -> Reply {
+    /// Submits a command and waits for its answer.
+    pub async fn request(&self, command: Command) -> Answer {
         self.submit(command).await.await
     }
 }

@@ -9,9 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use palaver_proto::line::{ChatMessage, Event, LeaveReason, Member};
+use palaver_proto::envelope::{Envelope, hex_id};
+use palaver_proto::line::LeaveReason;
 use palaver_proto::wire::{Body, Payload};
 use palaver_proto::{Nick, RoomName};
+
+use crate::api::{Chat, Event};
 
 use ordering::AuthorOrder;
 pub use ordering::GAP_WAIT;
@@ -70,22 +73,47 @@ pub enum JoinError {
 #[derive(Debug)]
 pub struct Rooms {
     local: PeerId,
+    /// This node's display name in every room.
+    nick: Nick,
     /// The session id given to the room joined last. Each join starts a new
     /// session, above every earlier one (the first is unix milliseconds at
     /// start), so receivers never mistake a rejoin's payloads for replays.
     last_session: u64,
     rooms: BTreeMap<RoomName, Room>,
     current: Option<RoomName>,
+    /// No deadline of any room comes before this (a lower bound, made exact
+    /// by each [`Rooms::tick`]).
+    wake: Option<Instant>,
 }
 
 impl Rooms {
-    pub fn new(local: PeerId, session: u64) -> Self {
+    pub fn new(local: PeerId, nick: Nick, session: u64) -> Self {
         Self {
             local,
+            nick,
             last_session: session,
             rooms: BTreeMap::new(),
             current: None,
+            wake: None,
         }
+    }
+
+    pub fn nick(&self) -> &Nick {
+        &self.nick
+    }
+
+    pub fn set_nick(&mut self, nick: Nick) {
+        self.nick = nick;
+    }
+
+    /// When [`Rooms::tick`] next has something to do (it may find nothing:
+    /// this is never later than the first real deadline).
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    fn wake_by(&mut self, at: Instant) {
+        wake_by(&mut self.wake, at);
     }
 
     pub fn is_joined(&self, room: &RoomName) -> bool {
@@ -129,6 +157,7 @@ impl Rooms {
                 last_ts: 0,
             },
         );
+        self.wake_by(now + BEACON_INTERVAL);
         Ok(true)
     }
 
@@ -143,11 +172,11 @@ impl Rooms {
 
     /// The payload this node publishes next in `room`. Call [`Rooms::published`]
     /// once it went out, so a payload nobody received leaves no gap.
-    pub fn outgoing(&self, room: &RoomName, nick: &Nick, body: Body, ts: u64) -> Option<Payload> {
+    pub fn outgoing(&self, room: &RoomName, body: Body, ts: u64) -> Option<Payload> {
         let r = self.rooms.get(room)?;
         Some(Payload {
             room: room.clone(),
-            nick: nick.clone(),
+            nick: self.nick.clone(),
             ts: ts.max(r.last_ts.saturating_add(1)),
             session: r.session,
             seq: r.next_seq,
@@ -199,6 +228,9 @@ impl Rooms {
                     // Many authors with gaps at once: stop waiting rather than hoard.
                     released.extend(m.order.release_all());
                 }
+                if m.order.held() > 0 {
+                    wake_by(&mut self.wake, now + GAP_WAIT);
+                }
                 released
             }
             None => {
@@ -218,7 +250,7 @@ impl Rooms {
                     {
                         events.push(Event::Left {
                             room: room_name.clone(),
-                            peer_id: gone.to_string(),
+                            peer: gone,
                             nick: m.nick,
                             reason: LeaveReason::Timeout,
                         });
@@ -244,11 +276,19 @@ impl Rooms {
                 );
                 events.push(Event::Joined {
                     room: room_name.clone(),
-                    peer_id: author.to_string(),
+                    peer: author,
                     nick: payload.nick,
                 });
                 // A newcomer should learn of us soon, not at our next regular beacon.
-                hurry_beacon(room, now);
+                wake_by(&mut self.wake, hurry_beacon(room, now));
+                wake_by(&mut self.wake, now + MEMBER_TIMEOUT);
+                if room
+                    .members
+                    .get(&author)
+                    .is_some_and(|m| m.order.held() > 0)
+                {
+                    wake_by(&mut self.wake, now + GAP_WAIT);
+                }
                 for incoming in released {
                     events.extend(apply(room, &room_name, author, incoming));
                 }
@@ -264,7 +304,8 @@ impl Rooms {
     /// A peer subscribed to a room: answer with a beacon soon so it learns of us.
     pub fn on_peer_subscribed(&mut self, room: &RoomName, now: Instant) {
         if let Some(r) = self.rooms.get_mut(room) {
-            hurry_beacon(r, now);
+            let at = hurry_beacon(r, now);
+            self.wake_by(at);
         }
     }
 
@@ -299,7 +340,7 @@ impl Rooms {
                 if let Some(m) = room.members.remove(&peer) {
                     events.push(Event::Left {
                         room: name.clone(),
-                        peer_id: peer.to_string(),
+                        peer,
                         nick: m.nick,
                         reason: LeaveReason::Timeout,
                     });
@@ -311,25 +352,20 @@ impl Rooms {
                 room.next_beacon = now + BEACON_INTERVAL;
             }
         }
+        self.wake = self.rooms.values().filter_map(Room::next_deadline).min();
         (events, beacons)
     }
 
-    /// Members present in `room`, this node (with `own_nick`) included.
-    pub fn who(&self, room: &RoomName, own_nick: &Nick) -> Option<Vec<Member>> {
+    /// Members present in `room`, this node included, by nick.
+    pub fn who(&self, room: &RoomName) -> Option<Vec<(PeerId, Nick)>> {
         let r = self.rooms.get(room)?;
-        let mut members: Vec<Member> = r
+        let mut members: Vec<(PeerId, Nick)> = r
             .members
             .iter()
-            .map(|(p, m)| Member {
-                peer_id: p.to_string(),
-                nick: m.nick.clone(),
-            })
-            .chain(std::iter::once(Member {
-                peer_id: self.local.to_string(),
-                nick: own_nick.clone(),
-            }))
+            .map(|(p, m)| (*p, m.nick.clone()))
+            .chain(std::iter::once((self.local, self.nick.clone())))
             .collect();
-        members.sort_by(|a, b| (a.nick.as_str(), &a.peer_id).cmp(&(b.nick.as_str(), &b.peer_id)));
+        members.sort_by_cached_key(|(p, n)| (n.as_str().to_owned(), p.to_string()));
         Some(members)
     }
 
@@ -343,9 +379,44 @@ impl Rooms {
     }
 }
 
-fn hurry_beacon(room: &mut Room, now: Instant) {
+/// Lowers `wake` to `at` if that is sooner.
+fn wake_by(wake: &mut Option<Instant>, at: Instant) {
+    *wake = Some(wake.map_or(at, |w| w.min(at)));
+}
+
+impl Room {
+    /// The first of: the next beacon, a member's timeout, a held payload's gap.
+    fn next_deadline(&self) -> Option<Instant> {
+        let members = self.members.values().map(|m| {
+            let timeout = m.last_heard + MEMBER_TIMEOUT;
+            m.order.next_expiry().map_or(timeout, |e| e.min(timeout))
+        });
+        std::iter::once(self.next_beacon).chain(members).min()
+    }
+}
+
+/// A stored or fetched chat envelope as it is shown.
+pub fn chat_of(envelope: &Envelope, replay: bool) -> Option<Chat> {
+    let p = envelope.payload();
+    let Body::Chat(text) = &p.body else {
+        return None;
+    };
+    Some(Chat {
+        room: p.room.clone(),
+        id: hex_id(&envelope.id_bytes()),
+        author: envelope.author(),
+        nick: p.nick.clone(),
+        text: text.clone(),
+        ts: p.ts,
+        replay,
+    })
+}
+
+/// Brings the room's next beacon forward; returns when it is now due.
+fn hurry_beacon(room: &mut Room, now: Instant) -> Instant {
     let soon = (now + BEACON_HURRY_DELAY).max(room.last_beacon + BEACON_MIN_GAP);
     room.next_beacon = room.next_beacon.min(soon);
+    room.next_beacon
 }
 
 /// Processes one payload in its author's order.
@@ -364,10 +435,10 @@ fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -
             if let Some(m) = room.members.get_mut(&author) {
                 m.nick = payload.nick.clone();
             }
-            let message = ChatMessage {
+            let message = Chat {
                 room: name.clone(),
                 id,
-                from: author.to_string(),
+                author,
                 nick: payload.nick,
                 text,
                 ts: payload.ts,
@@ -379,7 +450,7 @@ fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -
     match room.members.remove(&author) {
         Some(m) => vec![Event::Left {
             room: name.clone(),
-            peer_id: author.to_string(),
+            peer: author,
             nick: m.nick,
             reason,
         }],
@@ -424,7 +495,7 @@ mod tests {
 
     fn setup() -> (Rooms, PeerId, Instant) {
         let now = Instant::now();
-        let mut rooms = Rooms::new(PeerId::random(), 1);
+        let mut rooms = Rooms::new(PeerId::random(), "me".parse().unwrap(), 1);
         assert_eq!(rooms.join(room(), now), Ok(true));
         (rooms, PeerId::random(), now)
     }
@@ -434,7 +505,7 @@ mod tests {
         let (mut rooms, bob, now) = setup();
         let ev = rooms.on_payload(bob, "i1".into(), chat(4, "hi"), now);
         assert_eq!(texts(&ev), ["+joined", "hi"]);
-        let who = rooms.who(&room(), &"me".parse().unwrap()).unwrap();
+        let who = rooms.who(&room()).unwrap();
         assert_eq!(who.len(), 2);
     }
 
@@ -457,7 +528,7 @@ mod tests {
         rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
         let ev = rooms.on_payload(bob, "l".into(), payload(1, Body::Quit), now);
         assert_eq!(texts(&ev), ["-Quit"]);
-        assert_eq!(rooms.who(&room(), &"me".parse().unwrap()).unwrap().len(), 1);
+        assert_eq!(rooms.who(&room()).unwrap().len(), 1);
     }
 
     #[test]
@@ -468,7 +539,7 @@ mod tests {
                 .on_payload(bob, "q".into(), payload(3, Body::Quit), now)
                 .is_empty()
         );
-        assert_eq!(rooms.who(&room(), &"me".parse().unwrap()).unwrap().len(), 1);
+        assert_eq!(rooms.who(&room()).unwrap().len(), 1);
     }
 
     #[test]
@@ -488,11 +559,10 @@ mod tests {
     #[test]
     fn rejoining_a_room_starts_a_new_session() {
         let (mut rooms, _, now) = setup();
-        let me: Nick = "me".parse().unwrap();
-        let first = rooms.outgoing(&room(), &me, Body::Join, 1).unwrap();
+        let first = rooms.outgoing(&room(), Body::Join, 1).unwrap();
         rooms.leave(&room());
         rooms.join(room(), now).unwrap();
-        let second = rooms.outgoing(&room(), &me, Body::Join, 1).unwrap();
+        let second = rooms.outgoing(&room(), Body::Join, 1).unwrap();
         assert!(second.session > first.session);
     }
 
@@ -512,7 +582,7 @@ mod tests {
         }
         let events = rooms.on_payload(PeerId::random(), "n".into(), payload(0, Body::Join), later);
         assert_eq!(texts(&events), ["-Timeout", "+joined"]);
-        assert!(matches!(&events[0], Event::Left { peer_id, .. } if *peer_id == first.to_string()));
+        assert!(matches!(&events[0], Event::Left { peer, .. } if *peer == first));
     }
 
     #[test]
@@ -597,19 +667,12 @@ mod tests {
         let mut ahead = chat(0, "from the future");
         ahead.ts = 5_000;
         rooms.on_payload(bob, "x".into(), ahead, now);
-        let nick: Nick = "me".parse().unwrap();
-        let next = rooms
-            .outgoing(&room(), &nick, Body::Presence, 1_000)
-            .unwrap();
+        let next = rooms.outgoing(&room(), Body::Presence, 1_000).unwrap();
         assert_eq!(next.ts, 5_001);
         rooms.observe(&room(), 9_000);
-        let next = rooms
-            .outgoing(&room(), &nick, Body::Presence, 1_000)
-            .unwrap();
+        let next = rooms.outgoing(&room(), Body::Presence, 1_000).unwrap();
         assert_eq!(next.ts, 9_001);
-        let later = rooms
-            .outgoing(&room(), &nick, Body::Presence, 20_000)
-            .unwrap();
+        let later = rooms.outgoing(&room(), Body::Presence, 20_000).unwrap();
         assert_eq!(later.ts, 20_000, "a clock ahead of the room is kept");
     }
 

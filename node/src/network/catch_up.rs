@@ -36,6 +36,8 @@ pub const BUSY_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRIES: usize = 256;
 /// Most (peer, room) pairs remembered as owing shed messages.
 const MAX_SHED: usize = 256;
+/// How often pulls owed for shed messages are looked at while any are owed.
+pub const SHED_CHECK: Duration = Duration::from_millis(250);
 
 /// One pull from one peer about one room.
 #[derive(Debug)]
@@ -74,6 +76,8 @@ pub struct CatchUps {
     /// Peers whose live messages about a room were shed, and the timestamp
     /// (ms) to walk back to when pulling them.
     shed: HashMap<Key, u64>,
+    /// While shed messages are owed: when to look again whether their pulls may start.
+    shed_check_at: Option<Instant>,
 }
 
 impl CatchUps {
@@ -123,7 +127,8 @@ impl CatchUps {
     /// A live message about `room` from `peer` was shed; messages from
     /// `since` (ms) on are to be pulled from it once [`Self::start_shed`] is
     /// called. At most [`MAX_SHED`] pairs are remembered.
-    pub fn shed(&mut self, peer: PeerId, room: &RoomName, since: u64) {
+    pub fn shed(&mut self, peer: PeerId, room: &RoomName, since: u64, now: Instant) {
+        self.shed_check_at.get_or_insert(now + SHED_CHECK);
         let key = (peer, room.clone());
         if let Some(earliest) = self.shed.get_mut(&key) {
             *earliest = (*earliest).min(since);
@@ -134,13 +139,19 @@ impl CatchUps {
 
     /// Starts the pulls owed for shed messages that may start now, from
     /// peers `reachable` says are still there (the others are forgotten);
-    /// the rest wait for a later call.
+    /// the rest wait for a later call. Nothing starts while the node is
+    /// still under load (not `eased`).
     pub fn start_shed(
         &mut self,
         now: Instant,
+        eased: bool,
         reachable: impl Fn(&Key) -> bool,
     ) -> Vec<(PeerId, Request)> {
         self.shed.retain(|key, _| reachable(key));
+        self.shed_check_at = (!self.shed.is_empty()).then(|| now + SHED_CHECK);
+        if !eased {
+            return Vec::new();
+        }
         let owed: Vec<(Key, u64)> = self.shed.iter().map(|(k, t)| (k.clone(), *t)).collect();
         let mut started = Vec::new();
         for ((peer, room), since) in owed {
@@ -148,6 +159,9 @@ impl CatchUps {
                 self.shed.remove(&(peer, room));
                 started.push((peer, request));
             }
+        }
+        if self.shed.is_empty() {
+            self.shed_check_at = None;
         }
         started
     }
@@ -251,12 +265,25 @@ impl CatchUps {
         due
     }
 
+    /// When a retry is due, or (while shed messages are owed) when to look
+    /// again whether their pulls may start.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.retries
+            .values()
+            .copied()
+            .chain(self.shed_check_at)
+            .min()
+    }
+
     /// Ends every pull from `peer`.
     pub fn peer_gone(&mut self, peer: &PeerId) {
         self.pulls.retain(|(p, _), _| p != peer);
         self.requests.retain(|_, (p, _)| p != peer);
         self.retries.retain(|(p, _), _| p != peer);
         self.shed.retain(|(p, _), _| p != peer);
+        if self.shed.is_empty() {
+            self.shed_check_at = None;
+        }
     }
 
     fn next(&mut self, key: &Key) -> Option<Request> {
@@ -365,10 +392,10 @@ mod tests {
         let peer = PeerId::random();
         let key = (peer, room());
         let now = Instant::now();
-        c.shed(peer, &room(), 50);
-        c.shed(peer, &room(), 40);
-        assert_eq!(c.start_shed(now, |_| true).len(), 1);
-        assert!(c.start_shed(now, |_| true).is_empty(), "started once");
+        c.shed(peer, &room(), 50, now);
+        c.shed(peer, &room(), 40, now);
+        assert_eq!(c.start_shed(now, true, |_| true).len(), 1);
+        assert!(c.start_shed(now, true, |_| true).is_empty(), "started once");
         assert!(c.on_inventory(&key, &[r(90), r(80), r(70)], true));
         let next = c.on_missing(&key, vec![]);
         assert!(
@@ -395,25 +422,31 @@ mod tests {
         let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
         c.start(a, &room(), now).unwrap();
-        c.shed(a, &room(), 10);
-        c.shed(b, &room(), 10);
-        let started = c.start_shed(now, |_| true);
+        c.shed(a, &room(), 10, now);
+        c.shed(b, &room(), 10, now);
+        let started = c.start_shed(now, true, |_| true);
         assert_eq!(started.len(), 1, "a is being pulled already");
         assert_eq!(started[0].0, b);
         c.end(&(a, room()));
         assert!(
-            c.start_shed(now, |_| true).is_empty(),
+            c.start_shed(now, true, |_| true).is_empty(),
             "too soon to ask a again"
         );
-        assert_eq!(c.start_shed(now + REPEAT_AFTER, |_| true).len(), 1);
-        c.shed(a, &room(), 10);
+        assert_eq!(c.start_shed(now + REPEAT_AFTER, true, |_| true).len(), 1);
+        c.shed(a, &room(), 10, now);
         c.peer_gone(&a);
-        assert!(c.start_shed(now + REPEAT_AFTER * 3, |_| true).is_empty());
-        c.shed(b, &room(), 10);
-        assert!(c.start_shed(now + REPEAT_AFTER * 3, |_| false).is_empty());
+        assert!(
+            c.start_shed(now + REPEAT_AFTER * 3, true, |_| true)
+                .is_empty()
+        );
+        c.shed(b, &room(), 10, now);
+        assert!(
+            c.start_shed(now + REPEAT_AFTER * 3, true, |_| false)
+                .is_empty()
+        );
         assert!(c.shed.is_empty(), "unreachable peers are forgotten");
         for _ in 0..2 * MAX_SHED {
-            c.shed(PeerId::random(), &room(), 10);
+            c.shed(PeerId::random(), &room(), 10, now);
         }
         assert_eq!(c.shed.len(), MAX_SHED);
     }

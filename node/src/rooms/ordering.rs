@@ -91,6 +91,11 @@ impl<T> AuthorOrder<T> {
         self.held.len()
     }
 
+    /// When the first held payload stops waiting for its gap.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.held.values().map(|(deadline, _)| *deadline).min()
+    }
+
     /// Gives up on the gap before the first held payload.
     fn skip_gap(&mut self, out: &mut Vec<T>) {
         if let Some((&seq, _)) = self.held.first_key_value() {

@@ -1,211 +1,450 @@
-//! The thread that owns the [`Store`]: the event loop hands it work through a
-//! bounded queue and never waits for disk or crypto. Work is done in the order
-//! it was handed over, so a `/history` after a `/send` sees the message;
-//! consecutive writes are batched into one RocksDB write, encrypted in parallel.
+//! The thread that owns the [`Store`]: the event loop hands it typed [`Job`]s
+//! through a bounded queue and never waits for disk or crypto; what the loop
+//! must act on comes back as typed [`Done`]s on one bounded channel. Work is
+//! done in the order it was handed over, so a `/history` after a `/send` sees
+//! the message; consecutive writes are batched into one RocksDB write,
+//! encrypted in parallel.
+//!
 //! Live gossip is verified here too, in the same batches: a received message
 //! goes from the event loop to this thread once, not to a verifying thread
-//! and then here (measured in BENCHMARKS.md, "What was fixed").
+//! and then here (measured in BENCHMARKS.md, "What was fixed"). Its verdict
+//! goes back before it is stored, so forwarding never waits for the disk.
+//!
+//! What the caller needs back with each answer (a reply channel, the pull an
+//! answer belongs to…) rides along as a ticket whose types the caller names
+//! ([`Tickets`]); this thread never looks inside.
 
 use std::thread::JoinHandle;
 
-use palaver_proto::envelope::{Envelope, EnvelopeError};
+use palaver_proto::RoomName;
+use palaver_proto::envelope::Envelope;
+use palaver_proto::history::{MAX_FETCH, MAX_INVENTORY, MessageRef, Refusal, Request, Response};
 use tokio::sync::mpsc;
 
-use super::{Store, StoreError};
+use super::{Page, SavedState, Store, StoreError, is_history};
+use crate::validation::{self, LiveCheck, Verdict};
 
 /// Most jobs waiting for the store; beyond this, callers are told it is busy.
 pub const QUEUE: usize = 1024;
+/// Most answers waiting for the event loop. A job gives at most two; when
+/// the loop lags this thread waits for it (it never waits for this thread).
+const ANSWERS: usize = 2 * QUEUE;
 /// Most envelopes written in one batch.
 const MAX_BATCH: usize = 256;
 
-pub type PutDone = Box<dyn FnOnce(Result<Vec<bool>, StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Store) + Send>;
-/// Judges an opened (verified) envelope: what to store, and who hears the result.
-type Decide =
-    Box<dyn FnOnce(Result<Envelope, EnvelopeError>) -> Option<(Envelope, PutDone)> + Send>;
-
-/// Work for the store thread: writes, which are batched, and jobs.
-enum Op {
-    Write(Write),
-    Job(Job),
+/// The types of what rides along with each kind of job.
+pub trait Tickets: 'static {
+    /// A live gossip message (which one, from whom).
+    type Live: Send;
+    /// Someone waiting for a reply.
+    type Reply: Send;
+    /// A catch-up pull.
+    type Pull: Send;
+    /// A peer's catch-up request, to be answered.
+    type Serve: Send;
+    /// Someone waiting to hear that the nick and rooms are saved.
+    type Saved: Send;
 }
 
-/// The store's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the history store is busy")]
-pub struct Busy;
+/// Work for the store thread: writes, which are batched, and queries.
+enum Job<T: Tickets> {
+    Write(Write<T>),
+    Query(Query<T>),
+}
+
+/// A write, batched with the writes queued beside it.
+enum Write<T: Tickets> {
+    /// A live gossip message: open it, judge it, store it if it is chat.
+    Live {
+        bytes: Vec<u8>,
+        check: LiveCheck,
+        ticket: T::Live,
+    },
+    /// One of this node's own messages.
+    Own {
+        envelope: Envelope,
+        ticket: T::Reply,
+    },
+}
+
+/// Work that is not a batched write.
+pub enum Query<T: Tickets> {
+    /// Which of an inventory page's references are not held.
+    Missing {
+        room: RoomName,
+        refs: Vec<MessageRef>,
+        ticket: T::Pull,
+    },
+    /// A page fetched by catch-up: verify it, store what is genuine.
+    Fetched {
+        room: RoomName,
+        asked: Vec<MessageRef>,
+        envelopes: Vec<Vec<u8>>,
+        ticket: T::Pull,
+    },
+    /// A peer's catch-up request.
+    Serve { request: Request, ticket: T::Serve },
+    /// The newest `limit` messages of a room (`/history`).
+    Latest {
+        room: RoomName,
+        limit: usize,
+        ticket: T::Reply,
+    },
+    /// Remember the nick and rooms.
+    SaveState {
+        state: SavedState,
+        ticket: Option<T::Saved>,
+    },
+}
+
+/// What the store thread finished, for the event loop.
+pub enum Done<T: Tickets> {
+    /// A live message was judged (chat is being stored next).
+    Judged { ticket: T::Live, verdict: Verdict },
+    /// A live chat message was stored (`Ok(true)`), was held already, or could not be stored.
+    LiveStored {
+        envelope: Envelope,
+        new: Result<bool, StoreError>,
+    },
+    /// One of this node's own messages was stored: now it may go out.
+    OwnStored {
+        envelope: Envelope,
+        ticket: T::Reply,
+        result: Result<(), StoreError>,
+    },
+    Missing {
+        ticket: T::Pull,
+        missing: Result<Vec<MessageRef>, StoreError>,
+    },
+    /// A fetched page was verified; the new, genuine envelopes were stored.
+    Fetched {
+        ticket: T::Pull,
+        new: Vec<Envelope>,
+        rejected: usize,
+        error: Option<StoreError>,
+    },
+    Served {
+        ticket: T::Serve,
+        response: Response,
+    },
+    Latest {
+        room: RoomName,
+        ticket: T::Reply,
+        page: Result<Page, StoreError>,
+    },
+    StateSaved {
+        ticket: Option<T::Saved>,
+        result: Result<(), StoreError>,
+    },
+}
+
+impl<T: Tickets> std::fmt::Debug for Query<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Missing { .. } => "Query::Missing",
+            Self::Fetched { .. } => "Query::Fetched",
+            Self::Serve { .. } => "Query::Serve",
+            Self::Latest { .. } => "Query::Latest",
+            Self::SaveState { .. } => "Query::SaveState",
+        })
+    }
+}
+
+impl<T: Tickets> std::fmt::Debug for Done<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Judged { .. } => "Done::Judged",
+            Self::LiveStored { .. } => "Done::LiveStored",
+            Self::OwnStored { .. } => "Done::OwnStored",
+            Self::Missing { .. } => "Done::Missing",
+            Self::Fetched { .. } => "Done::Fetched",
+            Self::Served { .. } => "Done::Served",
+            Self::Latest { .. } => "Done::Latest",
+            Self::StateSaved { .. } => "Done::StateSaved",
+        })
+    }
+}
 
 /// A cheap handle to the store thread.
-#[derive(Clone)]
-pub struct StoreHandle {
-    tx: mpsc::Sender<Op>,
+pub struct StoreHandle<T: Tickets> {
+    tx: mpsc::Sender<Job<T>>,
 }
 
-impl std::fmt::Debug for StoreHandle {
+impl<T: Tickets> Clone for StoreHandle<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<T: Tickets> std::fmt::Debug for StoreHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreHandle").finish_non_exhaustive()
     }
 }
 
-impl StoreHandle {
+impl<T: Tickets> StoreHandle<T> {
     /// Whether the queue is full (the event loop is its only writer, so a
     /// `false` here means the next call succeeds).
     pub fn is_full(&self) -> bool {
         self.tx.capacity() == 0
     }
 
-    /// Stores verified envelopes; `done` learns which were new. Never waits.
-    pub fn put(
-        &self,
-        envelopes: Vec<Envelope>,
-        done: impl FnOnce(Result<Vec<bool>, StoreError>) + Send + 'static,
-    ) -> Result<(), Busy> {
-        self.tx
-            .try_send(Op::Write(Write::Put {
-                envelopes,
-                done: Box::new(done),
-            }))
-            .map_err(|_| Busy)
-    }
-
-    /// Opens an envelope received live (checks its signature), hands the
-    /// outcome to `decide`, and stores the envelope `decide` returns, telling
-    /// its `done` whether it was new. Never waits.
-    pub fn open_and_put(
+    /// Hands over a live gossip message, never waiting; a full queue (or a
+    /// stopped thread) gives back what it was checked against and its ticket.
+    pub fn live(
         &self,
         bytes: Vec<u8>,
-        decide: impl FnOnce(Result<Envelope, EnvelopeError>) -> Option<(Envelope, PutDone)>
-        + Send
-        + 'static,
-    ) -> Result<(), Busy> {
-        self.tx
-            .try_send(Op::Write(Write::Open {
-                bytes,
-                decide: Box::new(decide),
-            }))
-            .map_err(|_| Busy)
+        check: LiveCheck,
+        ticket: T::Live,
+    ) -> Result<(), (LiveCheck, T::Live)> {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Job::Write(Write::Live {
+                    bytes,
+                    check,
+                    ticket,
+                }));
+                Ok(())
+            }
+            Err(_) => Err((check, ticket)),
+        }
     }
 
-    /// Runs `job` on the store thread, after everything handed over before. Never waits.
-    pub fn run(&self, job: impl FnOnce(&Store) + Send + 'static) -> Result<(), Busy> {
-        self.tx.try_send(Op::Job(Box::new(job))).map_err(|_| Busy)
+    /// Hands over one of this node's own messages, never waiting; a full
+    /// queue (or a stopped thread) gives back its ticket.
+    pub fn own(&self, envelope: Envelope, ticket: T::Reply) -> Result<(), T::Reply> {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Job::Write(Write::Own { envelope, ticket }));
+                Ok(())
+            }
+            Err(_) => Err(ticket),
+        }
+    }
+
+    /// Hands over a query, never waiting; a full queue (or a stopped
+    /// thread) gives it back.
+    pub fn query(&self, query: Query<T>) -> Result<(), Query<T>> {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Job::Query(query));
+                Ok(())
+            }
+            Err(_) => Err(query),
+        }
     }
 }
 
-/// Starts the store thread. It ends (closing the store) once every handle is gone.
-pub fn spawn(store: Store) -> std::io::Result<(StoreHandle, JoinHandle<()>)> {
+/// A started store thread: the handle to give it work, where its answers
+/// come, and the thread itself.
+pub type Spawned<T> = (StoreHandle<T>, mpsc::Receiver<Done<T>>, JoinHandle<()>);
+
+/// Starts the store thread. It ends (closing the store) once every handle is
+/// gone; its answers come on the returned receiver.
+pub fn spawn<T: Tickets>(store: Store) -> std::io::Result<Spawned<T>> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let (done_tx, done_rx) = mpsc::channel(ANSWERS);
     let thread = std::thread::Builder::new()
         .name("store".into())
-        .spawn(move || serve(store, rx))?;
-    Ok((StoreHandle { tx }, thread))
+        .spawn(move || serve(&store, rx, &done_tx))?;
+    Ok((StoreHandle { tx }, done_rx, thread))
 }
 
-fn serve(store: Store, mut rx: mpsc::Receiver<Op>) {
+/// Hands an answer to the event loop; nobody to hand it to means the node is
+/// stopping, and it is dropped.
+fn answer<T: Tickets>(done: &mpsc::Sender<Done<T>>, d: Done<T>) {
+    let _ = done.blocking_send(d);
+}
+
+fn serve<T: Tickets>(store: &Store, mut rx: mpsc::Receiver<Job<T>>, done: &mpsc::Sender<Done<T>>) {
     let mut next = None;
     loop {
-        let op = match next.take() {
-            Some(op) => op,
+        let job = match next.take() {
+            Some(job) => job,
             None => match rx.blocking_recv() {
-                Some(op) => op,
+                Some(job) => job,
                 None => break,
             },
         };
-        let first = match op {
-            Op::Write(write) => write,
-            Op::Job(job) => {
-                job(&store);
+        let first = match job {
+            Job::Write(write) => write,
+            Job::Query(query) => {
+                answer(done, run(store, query));
                 continue;
             }
         };
-        // Writes and live envelopes queued together go in one batch; a job
-        // waits for the batch, so work stays in the order it was handed over.
-        let mut count = first.len();
+        // Writes queued together go in one batch; a query waits for the
+        // batch, so work stays in the order it was handed over.
         let mut writes = vec![first];
-        while count < MAX_BATCH {
-            let Ok(op) = rx.try_recv() else { break };
-            match op {
-                Op::Write(write) => {
-                    count += write.len();
-                    writes.push(write);
-                }
-                job @ Op::Job(_) => {
-                    next = Some(job);
+        while writes.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Job::Write(write)) => writes.push(write),
+                Ok(query) => {
+                    next = Some(query);
                     break;
                 }
+                Err(_) => break,
             }
         }
-        put_batch(&store, open_all(writes));
+        write_batch(store, open_all(writes, done), done);
     }
     tracing::debug!("store closed");
 }
 
-/// What can go into one batch.
-enum Write {
-    Put {
-        envelopes: Vec<Envelope>,
-        done: PutDone,
-    },
-    Open {
-        bytes: Vec<u8>,
-        decide: Decide,
-    },
+/// An envelope to write, and whom to tell.
+enum Stored<T: Tickets> {
+    Live(Envelope),
+    Own(Envelope, T::Reply),
 }
 
-impl Write {
-    /// Envelopes it may store.
-    fn len(&self) -> usize {
-        match self {
-            Self::Put { envelopes, .. } => envelopes.len(),
-            Self::Open { .. } => 1,
-        }
-    }
-}
-
-/// Verifies the live envelopes among `writes` (on every core when there are
-/// many) and lets each be judged, in order; returns what is to be stored.
-fn open_all(writes: Vec<Write>) -> Vec<(Vec<Envelope>, PutDone)> {
+/// Opens and judges the live messages among `writes` (on every core when
+/// there are many), sending each verdict at once; returns what is to be
+/// stored, in order.
+fn open_all<T: Tickets>(writes: Vec<Write<T>>, done: &mpsc::Sender<Done<T>>) -> Vec<Stored<T>> {
     let bytes: Vec<Option<&[u8]>> = writes
         .iter()
         .map(|w| match w {
-            Write::Open { bytes, .. } => Some(bytes.as_slice()),
-            Write::Put { .. } => None,
+            Write::Live { bytes, .. } => Some(bytes.as_slice()),
+            Write::Own { .. } => None,
         })
         .collect();
     let opened = super::parallel::map(&bytes, |b| b.map(Envelope::open));
     let mut batch = Vec::with_capacity(writes.len());
     for (write, opened) in writes.into_iter().zip(opened) {
-        match write {
-            Write::Put { envelopes, done } => batch.push((envelopes, done)),
-            Write::Open { bytes, decide } => {
-                // Every open was verified above; `unwrap_or_else` only keeps
-                // the types honest.
-                let envelope = opened.unwrap_or_else(|| Envelope::open(&bytes));
-                if let Some((envelope, done)) = decide(envelope) {
-                    batch.push((vec![envelope], done));
+        match (write, opened) {
+            (Write::Own { envelope, ticket }, _) => batch.push(Stored::Own(envelope, ticket)),
+            (
+                Write::Live {
+                    bytes,
+                    check,
+                    ticket,
+                },
+                opened,
+            ) => {
+                // Every live write was opened above; `unwrap_or_else` only
+                // keeps the types honest.
+                let opened = opened.unwrap_or_else(|| Envelope::open(&bytes));
+                let verdict = validation::live(&check, opened);
+                if let Verdict::Accept(envelope) = &verdict
+                    && is_history(envelope)
+                {
+                    batch.push(Stored::Live(envelope.clone()));
                 }
+                answer(done, Done::Judged { ticket, verdict });
             }
         }
     }
     batch
 }
 
-fn put_batch(store: &Store, batch: Vec<(Vec<Envelope>, PutDone)>) {
+fn write_batch<T: Tickets>(store: &Store, batch: Vec<Stored<T>>, done: &mpsc::Sender<Done<T>>) {
     if batch.is_empty() {
         return;
     }
-    let all: Vec<Envelope> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
-    match store.put_messages(&all) {
-        Ok(new) => {
-            let mut new = new.into_iter();
-            for (envelopes, done) in batch {
-                done(Ok(new.by_ref().take(envelopes.len()).collect()));
+    let all: Vec<Envelope> = batch
+        .iter()
+        .map(|s| match s {
+            Stored::Live(e) | Stored::Own(e, _) => e.clone(),
+        })
+        .collect();
+    let result = store.put_messages(&all);
+    if let Err(e) = &result {
+        tracing::warn!("cannot store messages: {e}");
+    }
+    for (i, stored) in batch.into_iter().enumerate() {
+        let new = match &result {
+            Ok(flags) => Ok(flags.get(i).copied().unwrap_or(false)),
+            Err(e) => Err(e.clone()),
+        };
+        answer(
+            done,
+            match stored {
+                Stored::Live(envelope) => Done::LiveStored { envelope, new },
+                Stored::Own(envelope, ticket) => Done::OwnStored {
+                    envelope,
+                    ticket,
+                    result: new.map(|_| ()),
+                },
+            },
+        );
+    }
+}
+
+/// Does a query.
+fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
+    match query {
+        Query::Missing { room, refs, ticket } => Done::Missing {
+            ticket,
+            missing: store.missing(&room, &refs),
+        },
+        Query::Fetched {
+            room,
+            asked,
+            envelopes,
+            ticket,
+        } => {
+            let (genuine, rejected) = validation::fetched_page(&room, &asked, &envelopes);
+            let (new, error) = match store.put_messages(&genuine) {
+                Ok(flags) => (
+                    genuine
+                        .into_iter()
+                        .zip(flags)
+                        .filter_map(|(e, new)| new.then_some(e))
+                        .collect(),
+                    None,
+                ),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            Done::Fetched {
+                ticket,
+                new,
+                rejected,
+                error,
             }
         }
-        Err(e) => {
-            tracing::warn!("cannot store messages: {e}");
-            for (_, done) in batch {
-                done(Err(e.clone()));
+        Query::Serve { request, ticket } => Done::Served {
+            ticket,
+            response: answer_request(store, request),
+        },
+        Query::Latest {
+            room,
+            limit,
+            ticket,
+        } => Done::Latest {
+            page: store.latest(&room, limit),
+            room,
+            ticket,
+        },
+        Query::SaveState { state, ticket } => Done::StateSaved {
+            ticket,
+            result: store.save_state(&state),
+        },
+    }
+}
+
+/// The answer to a peer's catch-up request, within the protocol's limits.
+fn answer_request(store: &Store, request: Request) -> Response {
+    match request {
+        Request::Inventory {
+            room,
+            before,
+            limit,
+        } => {
+            let limit = usize::from(limit).min(MAX_INVENTORY);
+            match store.inventory(&room, before.as_ref(), limit) {
+                Ok((refs, more)) => Response::Inventory { refs, more },
+                Err(_) => Response::Refused(Refusal::Unavailable),
+            }
+        }
+        Request::Fetch { room, refs } => {
+            let refs = &refs[..refs.len().min(MAX_FETCH)];
+            match store.fetch(&room, refs) {
+                Ok(envelopes) => {
+                    Response::Envelopes(envelopes.iter().map(|e| e.as_bytes().to_vec()).collect())
+                }
+                Err(_) => Response::Refused(Refusal::Unavailable),
             }
         }
     }

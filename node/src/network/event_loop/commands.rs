@@ -1,137 +1,129 @@
-//! Commands from the console: each becomes swarm calls and exactly one reply.
+//! The console's commands: one dispatch, and exactly one answer each. A
+//! command that changes what is remembered across runs (rooms, nick) is
+//! answered once that is stored.
 
 use std::time::{Duration, Instant};
 
+use libp2p::Multiaddr;
 use libp2p::swarm::DialError;
-use libp2p::{Multiaddr, gossipsub};
-use palaver_proto::envelope::Envelope;
-use palaver_proto::line::{Command, Reply};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use palaver_proto::wire::Body;
-use palaver_proto::{ErrorCode, Nick, RoomName, Text};
+use palaver_proto::{ErrorCode, Nick, RoomName};
 
 use super::super::behaviour::{self, topic};
-use super::super::connections::{dial_opts, peer_of};
-use super::super::unix_ms;
-use super::{EventLoop, MAX_PENDING_DIALS, QUIT_GRACE, Responder, Shutdown, truncate};
+use super::super::reachability::peer_of;
+use super::{EventLoop, QUIT_GRACE, Responder, SAVE_RETRY, Shutdown};
+use crate::api::{Answer, Command, NodeStatus};
 use crate::rooms::JoinError;
+use crate::store::worker::Query;
+use crate::store::{Page, SavedState, StoreError};
+
+/// Most `/dial`s waiting for their outcome at once.
+const MAX_PENDING_DIALS: usize = 64;
 
 impl EventLoop {
     pub(super) fn on_command(&mut self, command: Option<(Command, Responder)>) {
-        match command {
-            None => {
-                self.commands_closed = true;
-                self.begin_shutdown(None);
-            }
-            Some((Command::Quit, reply)) => self.begin_shutdown(Some(reply)),
-            Some((_, reply)) if self.shutdown.is_some() => {
-                // Goodbyes are out: nothing may make this node reappear now.
-                let _ = reply.send(Reply::error(
-                    ErrorCode::Internal,
-                    "the node is shutting down",
-                ));
-            }
-            Some((Command::Dial(addr), reply)) => self.dial(&addr, reply),
-            Some((Command::Send { room, text }, reply)) => match self.joined_or_current(room) {
-                Ok(room) => self.send(room, text, reply),
-                Err(e) => {
-                    let _ = reply.send(e);
-                }
+        let Some((command, reply)) = command else {
+            self.commands = None;
+            return self.begin_shutdown(None);
+        };
+        if self.shutdown.is_some() && command != Command::Quit {
+            // Goodbyes are out: nothing may make this node reappear now.
+            let _ = reply.send(Answer::refused(
+                ErrorCode::Internal,
+                "the node is shutting down",
+            ));
+            return;
+        }
+        let answer = match command {
+            Command::Quit => return self.begin_shutdown(Some(reply)),
+            Command::Send { room, text } => match self.joined_or_current(room) {
+                Ok(room) => return self.send(room, text, reply),
+                Err(refused) => refused,
             },
-            Some((Command::History { room, limit }, reply)) => self.history(room, limit, reply),
-            Some((command @ (Command::Join(_) | Command::Leave(_) | Command::Nick(_)), reply)) => {
-                // What changed is remembered before the reply says so.
-                let r = self.handle(command);
-                if matches!(r, Reply::Error { .. }) {
-                    let _ = reply.send(r);
-                } else {
-                    self.save_state(Some((r, reply)));
+            Command::History { room, limit } => return self.history(room, limit, reply),
+            Command::Dial(addr) => return self.dial(addr, reply),
+            Command::Join(room) => match self.join(room) {
+                Ok(()) => return self.save_state(Some((reply, "join"))),
+                Err(refused) => refused,
+            },
+            Command::Leave(room) => match self.joined_or_current(room) {
+                Ok(room) => {
+                    self.leave(&room);
+                    return self.save_state(Some((reply, "leave")));
                 }
+                Err(refused) => refused,
+            },
+            Command::Nick(nick) => {
+                self.set_nick(nick);
+                return self.save_state(Some((reply, "nick")));
             }
-            Some((command, reply)) => {
-                let r = self.handle(command);
-                let _ = reply.send(r);
+            Command::Rooms => Answer::Rooms(self.rooms.joined().cloned().collect()),
+            Command::Who(room) => match self.joined_or_current(room) {
+                Ok(room) => Answer::Who {
+                    members: self.rooms.who(&room).unwrap_or_default(),
+                    room,
+                },
+                Err(refused) => refused,
+            },
+            Command::Peers => {
+                let gossipsub = &self.swarm.behaviour().gossipsub;
+                Answer::Peers(self.reach.peers(|p| gossipsub.peer_score(p)))
             }
+            Command::Id => Answer::Id(self.status()),
+        };
+        let _ = reply.send(answer);
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            peer: self.local(),
+            nick: self.rooms.nick().clone(),
+            listen: self.reach.listen_addrs(),
+            external: self
+                .swarm
+                .external_addresses()
+                .map(|a| self.reach.with_p2p(a))
+                .collect(),
+            nat: self.reach.nat(),
+            relays: self.reach.relays(),
         }
     }
 
-    fn handle(&mut self, command: Command) -> Reply {
-        let result = match command {
-            Command::Nick(nick) => Ok(self.set_nick(nick)),
-            Command::Join(room) => self.join(room),
-            Command::Leave(room) => self.joined_or_current(room).and_then(|r| self.leave(r)),
-            Command::Rooms => Ok(Reply::Rooms {
-                rooms: self.rooms.joined().cloned().collect(),
-            }),
-            Command::Who(room) => self.joined_or_current(room).map(|room| {
-                let members = self.rooms.who(&room, &self.nick).unwrap_or_default();
-                Reply::Who { room, members }
-            }),
-            Command::Peers => {
-                let gossipsub = &self.swarm.behaviour().gossipsub;
-                Ok(Reply::Peers {
-                    peers: self.connections.list(|p| gossipsub.peer_score(p)),
-                })
-            }
-            Command::Id => Ok(Reply::Id {
-                peer_id: self.local.to_string(),
-                nick: self.nick.clone(),
-                listen: self.listen_addrs_p2p(),
-                external: self
-                    .swarm
-                    .external_addresses()
-                    .map(|a| self.with_p2p(a).to_string())
-                    .collect(),
-                nat: match self.swarm.behaviour().autonat.nat_status() {
-                    libp2p::autonat::NatStatus::Public(_) => "public",
-                    libp2p::autonat::NatStatus::Private => "private",
-                    libp2p::autonat::NatStatus::Unknown => "unknown",
-                }
-                .to_owned(),
-                relays: self.relays.info(),
-            }),
-            Command::Dial(_) | Command::Quit | Command::Send { .. } | Command::History { .. } => {
-                Err(Reply::error(ErrorCode::Internal, "handled elsewhere"))
-            }
-        };
-        result.unwrap_or_else(|e| e)
-    }
-
-    fn joined_or_current(&self, room: Option<RoomName>) -> Result<RoomName, Reply> {
+    fn joined_or_current(&self, room: Option<RoomName>) -> Result<RoomName, Answer> {
         match room.or_else(|| self.rooms.current().cloned()) {
             Some(room) if self.rooms.is_joined(&room) => Ok(room),
-            Some(room) => Err(Reply::error(
+            Some(room) => Err(Answer::refused(
                 ErrorCode::NotJoined,
                 format!("not in room {room}; /join {room} first"),
             )),
-            None => Err(Reply::error(
+            None => Err(Answer::refused(
                 ErrorCode::NoCurrentRoom,
                 "no current room; /join ROOM first",
             )),
         }
     }
 
-    fn set_nick(&mut self, nick: Nick) -> Reply {
-        self.nick = nick;
+    fn set_nick(&mut self, nick: Nick) {
+        self.rooms.set_nick(nick);
         let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
         for room in rooms {
             let _ = self.publish(&room, Body::Presence);
         }
-        Reply::ok("nick")
     }
 
-    pub(super) fn join(&mut self, room: RoomName) -> Result<Reply, Reply> {
+    pub(super) fn join(&mut self, room: RoomName) -> Result<(), Answer> {
         match self.rooms.join(room.clone(), Instant::now()) {
             Err(e @ JoinError::TooManyRooms) => {
-                return Err(Reply::error(ErrorCode::TooManyRooms, e.to_string()));
+                return Err(Answer::refused(ErrorCode::TooManyRooms, e.to_string()));
             }
-            Ok(false) => return Ok(Reply::ok("join")),
+            Ok(false) => return Ok(()),
             Ok(true) => {}
         }
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        let subscribed = gossipsub.subscribe(&topic(&room));
-        if let Err(e) = subscribed {
+        if let Err(e) = gossipsub.subscribe(&topic(&room)) {
             self.rooms.leave(&room);
-            return Err(Reply::error(
+            return Err(Answer::refused(
                 ErrorCode::Internal,
                 format!("cannot subscribe to {room}: {e}"),
             ));
@@ -140,139 +132,146 @@ impl EventLoop {
             tracing::warn!("cannot score room {room}: {e}");
         }
         let _ = self.publish(&room, Body::Join);
-        self.nat_room_joined(&room);
-        Ok(Reply::ok("join"))
+        self.reach.room_joined(&room, Instant::now());
+        self.apply_reach_actions();
+        Ok(())
     }
 
-    fn leave(&mut self, room: RoomName) -> Result<Reply, Reply> {
-        let _ = self.publish(&room, Body::Leave);
+    fn leave(&mut self, room: &RoomName) {
+        let _ = self.publish(room, Body::Leave);
         self.swarm
             .behaviour_mut()
             .gossipsub
-            .unsubscribe(&topic(&room));
-        self.rooms.leave(&room);
-        self.nat_room_left(&room);
-        Ok(Reply::ok("leave"))
+            .unsubscribe(&topic(room));
+        self.rooms.leave(room);
+        self.reach.room_left(room);
+        self.apply_reach_actions();
     }
 
-    /// Seals a chat message; it goes out once it is stored ([`Self::store_own`]).
-    fn send(&mut self, room: RoomName, text: Text, reply: Responder) {
-        match self.seal(&room, Body::Chat(text)) {
-            Ok(envelope) => {
-                // Its sequence number is taken now: later messages follow it.
-                self.rooms.published(&room, Instant::now());
-                self.rooms.observe(&room, envelope.payload().ts);
-                self.store_own(envelope, reply);
-            }
-            Err(e) => {
-                let _ = reply.send(Reply::error(
-                    ErrorCode::Internal,
-                    format!("cannot send: {e}"),
-                ));
-            }
-        }
-    }
+    // ---- /history ----
 
-    /// Signs this node's next payload in `room`.
-    fn seal(&mut self, room: &RoomName, body: Body) -> Result<Envelope, String> {
-        let Some(payload) = self.rooms.outgoing(room, &self.nick, body, unix_ms()) else {
-            return Err(format!("not in room {room}"));
+    fn history(&mut self, room: RoomName, limit: u16, reply: Responder) {
+        let query = Query::Latest {
+            room,
+            limit: usize::from(limit),
+            ticket: reply,
         };
-        Envelope::seal(&self.keypair, payload).map_err(|e| {
-            tracing::warn!(%room, "cannot sign: {e}");
-            e.to_string()
-        })
-    }
-
-    /// Publishes this node's next payload in `room`. Returns how many
-    /// connected peers are in the room. Nobody to send to is not an error:
-    /// the payload simply reaches no one (peers 0).
-    pub(super) fn publish(&mut self, room: &RoomName, body: Body) -> Result<usize, String> {
-        let envelope = self.seal(room, body)?;
-        let peers = self.gossip(room, &envelope)?;
-        if peers > 0 {
-            self.rooms.published(room, Instant::now());
-        }
-        Ok(peers)
-    }
-
-    /// Gossips a sealed envelope in `room`; returns how many connected peers are in it.
-    pub(super) fn gossip(&mut self, room: &RoomName, envelope: &Envelope) -> Result<usize, String> {
-        let data = envelope.as_bytes().to_vec();
-        let topic = topic(room);
-        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        let peers = gossipsub
-            .all_peers()
-            .filter(|(_, topics)| topics.contains(&&topic.hash()))
-            .count();
-        match gossipsub.publish(topic, data) {
-            Ok(_) => Ok(peers),
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(0),
-            Err(gossipsub::PublishError::AllQueuesFull(_)) => {
-                // Kept in gossipsub's cache, it still spreads by gossip: it is
-                // published, only late.
-                tracing::warn!(%room, "every peer's send queue is full; the message goes out by gossip");
-                Ok(peers)
-            }
-            Err(e) => {
-                tracing::warn!(%room, "publish failed: {e}");
-                Err(e.to_string())
-            }
-        }
-    }
-
-    fn dial(&mut self, addr: &str, reply: Responder) {
-        let addr = match self.check_dial(addr) {
-            Ok(addr) => addr,
-            Err((code, message)) => {
-                let _ = reply.send(Reply::error(code, message));
-                return;
-            }
-        };
-        let opts = dial_opts(&addr);
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.pending_dials.insert(id, reply);
-            }
-            Err(DialError::DialPeerConditionFalse(_)) => {
-                let _ = reply.send(Reply::ok("dial"));
-            }
-            Err(e) => {
-                let message = truncate(&format!("cannot dial {addr}: {e}"), 600).to_owned();
-                let _ = reply.send(Reply::error(ErrorCode::DialFailed, message));
-            }
-        }
-    }
-
-    fn check_dial(&self, addr: &str) -> Result<Multiaddr, (ErrorCode, String)> {
-        let addr: Multiaddr = addr.parse().map_err(|e| {
-            (
-                ErrorCode::BadMultiaddr,
-                format!("{:?} is not a multiaddr: {e}", truncate(addr, 200)),
-            )
-        })?;
-        if peer_of(&addr) == Some(self.local) {
-            return Err((
-                ErrorCode::BadMultiaddr,
-                "that is this node's own address".to_owned(),
+        if let Err(Query::Latest { ticket, .. }) = self.store.query(query) {
+            let _ = ticket.send(Answer::refused(
+                ErrorCode::Busy,
+                "the history store is busy; try again",
             ));
         }
-        if self.pending_dials.len() >= MAX_PENDING_DIALS {
-            return Err((
+    }
+
+    pub(super) fn on_latest(
+        &mut self,
+        room: RoomName,
+        reply: Responder,
+        page: Result<Page, StoreError>,
+    ) {
+        let answer = match page {
+            Ok(page) => Answer::History {
+                messages: page
+                    .messages
+                    .iter()
+                    .filter_map(|e| crate::rooms::chat_of(e, false))
+                    .collect(),
+                room,
+                corrupt: page.corrupt,
+            },
+            Err(e) => Answer::refused(ErrorCode::Storage, format!("cannot read history: {e}")),
+        };
+        let _ = reply.send(answer);
+    }
+
+    // ---- what is remembered across runs ----
+
+    /// Remembers the nick and rooms for the next start, then answers `then`
+    /// (the command that changed them) once they are stored. If the store
+    /// is busy the answer goes now and the save is tried again shortly (and
+    /// at shutdown).
+    pub(super) fn save_state(&mut self, then: Option<(Responder, &'static str)>) {
+        let state = SavedState {
+            nick: Some(self.rooms.nick().clone()),
+            rooms: self.rooms.joined().cloned().collect(),
+        };
+        let query = Query::SaveState {
+            state,
+            ticket: then,
+        };
+        match self.store.query(query) {
+            Ok(()) => self.pending.save_retry = None,
+            Err(Query::SaveState { ticket, .. }) => {
+                tracing::warn!("the history store is busy; the rooms and nick will be saved later");
+                self.pending.save_retry = Some(Instant::now() + SAVE_RETRY);
+                self.on_state_saved(ticket, Ok(()));
+            }
+            Err(_) => {}
+        }
+    }
+
+    pub(super) fn on_state_saved(
+        &mut self,
+        then: Option<(Responder, &'static str)>,
+        result: Result<(), StoreError>,
+    ) {
+        if let Err(e) = &result {
+            tracing::warn!("cannot remember the rooms and nick: {e}");
+        }
+        // The command took effect either way; only remembering it failed.
+        if let Some((reply, command)) = then {
+            let _ = reply.send(Answer::Done(command));
+        }
+    }
+
+    // ---- /dial ----
+
+    fn dial(&mut self, addr: Multiaddr, reply: Responder) {
+        if peer_of(&addr) == Some(self.local()) {
+            let _ = reply.send(Answer::refused(
+                ErrorCode::BadMultiaddr,
+                "that is this node's own address",
+            ));
+            return;
+        }
+        if self.pending.dials.len() >= MAX_PENDING_DIALS {
+            let _ = reply.send(Answer::refused(
                 ErrorCode::DialFailed,
                 format!("{MAX_PENDING_DIALS} dials are already under way"),
             ));
+            return;
         }
-        Ok(addr)
+        let opts = match peer_of(&addr) {
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending.dials.insert(id, reply);
+            }
+            Err(DialError::DialPeerConditionFalse(_)) => {
+                let _ = reply.send(Answer::Done("dial"));
+            }
+            Err(e) => {
+                let message = truncate(&format!("cannot dial {addr}: {e}"), 600).to_owned();
+                let _ = reply.send(Answer::refused(ErrorCode::DialFailed, message));
+            }
+        }
     }
+
+    // ---- /quit ----
 
     pub(super) fn begin_shutdown(&mut self, reply: Option<Responder>) {
         if let Some(s) = &mut self.shutdown {
             s.replies.extend(reply);
             return;
         }
-        if self.state_unsaved {
+        if self.pending.save_retry.is_some() {
             self.save_state(None);
         }
         let rooms: Vec<RoomName> = self.rooms.joined().cloned().collect();
@@ -289,5 +288,13 @@ impl EventLoop {
             at: Instant::now() + grace,
             replies: reply.into_iter().collect(),
         });
+    }
+}
+
+/// At most `max` characters of `s`.
+pub(super) fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }

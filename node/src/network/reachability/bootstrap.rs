@@ -1,155 +1,18 @@
-//! Bookkeeping of connections: who is connected over what (for `/peers` and the
-//! `peer_connected` events), and the bootstrap peers to keep dialling, with
-//! exponential backoff, whenever the node is not connected to them.
+//! The `--bootstrap` peers, kept dialled: each is dialled whenever the node is
+//! not connected to it, with exponential backoff, so a relay that restarts is
+//! found again and one that keeps dropping the node is not hammered.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
-use palaver_proto::line::{Event, PeerInfo};
+
+use super::connections::peer_of;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A connection that lasted this long resets the redial backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
-
-/// Whether an address goes through a relay circuit.
-pub fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
-/// The relay a circuit address goes through (the `/p2p/…` before `/p2p-circuit`).
-pub fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
-    let mut last = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::P2p(peer) => last = Some(peer),
-            Protocol::P2pCircuit => return last,
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The peer an address names with a trailing `/p2p/…`, if any.
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    match addr.iter().last() {
-        Some(Protocol::P2p(peer)) => Some(peer),
-        _ => None,
-    }
-}
-
-/// How to dial an address: to the peer it names, unless already connected to
-/// or dialling it, or to whoever answers.
-pub fn dial_opts(addr: &Multiaddr) -> DialOpts {
-    match peer_of(addr) {
-        Some(peer) => DialOpts::peer_id(peer)
-            .addresses(vec![addr.clone()])
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build(),
-        None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-    }
-}
-
-#[derive(Debug)]
-struct Conn {
-    id: ConnectionId,
-    addr: Multiaddr,
-    relayed: bool,
-    since: Instant,
-}
-
-/// Open connections by peer.
-#[derive(Debug, Default)]
-pub struct Connections {
-    peers: HashMap<PeerId, Vec<Conn>>,
-}
-
-impl Connections {
-    pub fn established(
-        &mut self,
-        peer: PeerId,
-        id: ConnectionId,
-        addr: Multiaddr,
-        relayed: bool,
-    ) -> Event {
-        let event = Event::PeerConnected {
-            peer_id: peer.to_string(),
-            addr: addr.to_string(),
-            relayed,
-        };
-        self.peers.entry(peer).or_default().push(Conn {
-            id,
-            addr,
-            relayed,
-            since: Instant::now(),
-        });
-        event
-    }
-
-    /// Peers connected only through relays, each with the age of its newest
-    /// circuit and the relay it goes through.
-    pub fn relayed_only(&self, now: Instant) -> Vec<(PeerId, Duration, Option<PeerId>)> {
-        self.peers
-            .iter()
-            .filter(|(_, conns)| !conns.is_empty() && conns.iter().all(|c| c.relayed))
-            .filter_map(|(peer, conns)| {
-                let newest = conns.iter().max_by_key(|c| c.since)?;
-                Some((
-                    *peer,
-                    now.saturating_duration_since(newest.since),
-                    relay_of(&newest.addr),
-                ))
-            })
-            .collect()
-    }
-
-    /// Forgets a connection; reports the peer gone when it was its last.
-    pub fn closed(&mut self, peer: PeerId, id: ConnectionId) -> Option<Event> {
-        let conns = self.peers.get_mut(&peer)?;
-        conns.retain(|c| c.id != id);
-        if !conns.is_empty() {
-            return None;
-        }
-        self.peers.remove(&peer);
-        Some(Event::PeerDisconnected {
-            peer_id: peer.to_string(),
-        })
-    }
-
-    /// Whether some connection to `peer` does not go through a relay.
-    pub fn has_direct(&self, peer: &PeerId) -> bool {
-        self.peers
-            .get(peer)
-            .is_some_and(|c| c.iter().any(|c| !c.relayed))
-    }
-
-    /// One entry per connected peer, its direct connection preferred, with
-    /// the score `score_of` gives it.
-    pub fn list(&self, score_of: impl Fn(&PeerId) -> Option<f64>) -> Vec<PeerInfo> {
-        let mut peers: Vec<PeerInfo> = self
-            .peers
-            .iter()
-            .filter_map(|(peer, conns)| {
-                let best = conns
-                    .iter()
-                    .find(|c| !c.relayed)
-                    .or_else(|| conns.first())?;
-                Some(PeerInfo {
-                    peer_id: peer.to_string(),
-                    addr: best.addr.to_string(),
-                    relayed: best.relayed,
-                    score: score_of(peer),
-                })
-            })
-            .collect();
-        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        peers
-    }
-}
 
 #[derive(Debug)]
 struct Entry {
@@ -257,6 +120,15 @@ impl Bootstrap {
             e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
         }
     }
+
+    /// When [`Bootstrap::due`] next has something, if ever (without new input).
+    pub fn next_due(&self, connected: impl Fn(&PeerId) -> bool) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter(|e| e.dialing.is_none() && !e.peer.as_ref().is_some_and(&connected))
+            .map(|e| e.next_attempt)
+            .min()
+    }
 }
 
 #[cfg(test)]
@@ -334,22 +206,5 @@ mod tests {
         let me = PeerId::random();
         let b = Bootstrap::new(&[addr(me)], me, Instant::now());
         assert!(b.due(Instant::now(), |_| false).is_empty());
-    }
-
-    #[test]
-    fn peers_prefer_their_direct_connection() {
-        let mut c = Connections::default();
-        let peer = PeerId::random();
-        let relayed: Multiaddr = format!("/ip4/1.2.3.4/tcp/1/p2p/{}/p2p-circuit", PeerId::random())
-            .parse()
-            .unwrap();
-        let direct: Multiaddr = "/ip4/5.6.7.8/udp/2/quic-v1".parse().unwrap();
-        c.established(peer, ConnectionId::new_unchecked(1), relayed, true);
-        assert!(c.list(|_| None)[0].relayed);
-        c.established(peer, ConnectionId::new_unchecked(2), direct, false);
-        assert!(!c.list(|_| None)[0].relayed);
-        assert!(c.closed(peer, ConnectionId::new_unchecked(2)).is_none());
-        assert!(c.closed(peer, ConnectionId::new_unchecked(1)).is_some());
-        assert!(c.list(|_| None).is_empty());
     }
 }

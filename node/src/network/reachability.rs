@@ -1,0 +1,598 @@
+//! Reachability, free of I/O: how this node stays reachable and reaches the
+//! members of its rooms. It owns the connections by peer, the bootstrap peers
+//! it keeps dialled, the relays it uses (reservations, rendezvous
+//! registration and discovery per room), AutoNAT's verdict, hole punches under
+//! way, the addresses of discovered members, redials of lost members, and
+//! fresh circuits opened before a relay ends the old one.
+//!
+//! The event loop feeds it what libp2p reported, with the time, and applies
+//! the [`Action`]s it queues (in one place); [`Reachability::poll_at`] says
+//! when it next wants [`Reachability::poll`]. Nothing here touches a socket,
+//! so every rule is unit-tested below.
+
+mod action;
+mod bootstrap;
+mod connections;
+mod relays;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::rendezvous::Namespace;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+use palaver_proto::RoomName;
+
+use crate::api::{Event, NatStatus, PeerStatus, RelayStatus};
+pub use action::{Action, Dial, DialFailure, DialPurpose};
+use bootstrap::Bootstrap;
+use connections::{Connections, age};
+pub use connections::{is_relayed, peer_of};
+use relays::Relays;
+pub use relays::{REGISTRATION_TTL, namespace};
+
+/// How long a relayed connection may wait for its upgrade before the hole
+/// punch is reported failed.
+pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most addresses remembered per discovered peer.
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Most members dialled from one discovery answer.
+pub const MAX_DIALS_PER_DISCOVERY: usize = 64;
+/// Most peers whose discovered addresses are remembered, for redialling.
+const MAX_KNOWN_PEERS: usize = 4096;
+/// Share of a circuit's duration limit after which a fresh one is opened.
+const CIRCUIT_REFRESH_AT: f64 = 0.7;
+/// Longest circuit limit believed from a relay (a lying relay cannot make
+/// the arithmetic overflow, nor postpone refreshes for ever).
+const MAX_CIRCUIT_LIMIT: Duration = Duration::from_secs(24 * 3600);
+/// Wait before dialling a lost room member again.
+const REDIAL_DELAY: Duration = Duration::from_secs(1);
+/// Most peers remembered as seen by mDNS.
+const MAX_MDNS_SEEN: usize = 1024;
+/// Most hole punches followed at once (each is one relayed peer).
+const MAX_PUNCHING: usize = 1024;
+/// Most listen addresses kept (relays report circuit addresses too).
+const MAX_LISTEN_ADDRS: usize = 64;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Reachability {
+    local: PeerId,
+    connections: Connections,
+    bootstrap: Bootstrap,
+    relays: Relays,
+    nat: NatStatus,
+    /// The rooms this node is in: registered and looked up at every relay.
+    rooms: BTreeSet<RoomName>,
+    /// Peers with only a relayed connection, since when.
+    punching: HashMap<PeerId, Instant>,
+    /// Where discovered room members can be reached.
+    known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Lost room members to dial again, and when.
+    redial_at: HashMap<PeerId, Instant>,
+    /// How long circuits through each relay may last.
+    circuit_limits: HashMap<PeerId, Duration>,
+    /// When a fresh circuit to each peer was last opened.
+    circuit_refreshed: HashMap<PeerId, Instant>,
+    mdns_seen: HashSet<PeerId>,
+    /// Where this node listens, circuits at relays included.
+    listen_addrs: Vec<Multiaddr>,
+    actions: Vec<Action>,
+}
+
+impl Reachability {
+    pub fn new(local: PeerId, bootstrap: &[Multiaddr], now: Instant) -> Self {
+        Self {
+            local,
+            connections: Connections::default(),
+            bootstrap: Bootstrap::new(bootstrap, local, now),
+            relays: Relays::default(),
+            nat: NatStatus::Unknown,
+            rooms: BTreeSet::new(),
+            punching: HashMap::new(),
+            known_addrs: HashMap::new(),
+            redial_at: HashMap::new(),
+            circuit_limits: HashMap::new(),
+            circuit_refreshed: HashMap::new(),
+            mdns_seen: HashSet::new(),
+            listen_addrs: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// The actions queued since the last call, in order.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    // ---- what is known ----
+
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connections.is_connected(peer)
+    }
+
+    pub fn peers(&self, score_of: impl Fn(&PeerId) -> Option<f64>) -> Vec<PeerStatus> {
+        self.connections.list(score_of)
+    }
+
+    pub fn relays(&self) -> Vec<RelayStatus> {
+        self.relays.info()
+    }
+
+    pub fn nat(&self) -> NatStatus {
+        self.nat
+    }
+
+    /// Where this node listens, each address ending in its `/p2p/…`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs.iter().map(|a| self.with_p2p(a)).collect()
+    }
+
+    /// `addr`, ending in this node's `/p2p/…`.
+    pub fn with_p2p(&self, addr: &Multiaddr) -> Multiaddr {
+        if peer_of(addr).is_some() {
+            addr.clone()
+        } else {
+            addr.clone().with(Protocol::P2p(self.local))
+        }
+    }
+
+    // ---- connections ----
+
+    /// A connection opened. A relayed one starts a hole punch; a direct one
+    /// to a peer being punched to ends it successfully. Returns whether it
+    /// is the peer's first connection.
+    pub fn connected(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        addr: Multiaddr,
+        relayed: bool,
+        now: Instant,
+    ) -> bool {
+        if relayed {
+            if !self.connections.has_direct(&peer) && self.punching.len() < MAX_PUNCHING {
+                self.punching.entry(peer).or_insert(now);
+            }
+        } else {
+            self.punch_outcome(peer, Ok(()));
+        }
+        self.redial_at.remove(&peer);
+        self.bootstrap.established(id, peer, now);
+        let first = self
+            .connections
+            .established(peer, id, addr.clone(), relayed, now);
+        self.actions.push(Action::Emit(Event::PeerConnected {
+            peer,
+            addr,
+            relayed,
+        }));
+        first
+    }
+
+    /// A connection closed. When it was the peer's last, the peer is
+    /// reported gone, a bootstrap peer is dialled again after its backoff,
+    /// and a room member (`is_member`) after [`REDIAL_DELAY`] (a relay
+    /// circuit that reached its limit ends this way). Returns whether the
+    /// peer is gone.
+    pub fn disconnected(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        is_member: bool,
+        now: Instant,
+    ) -> bool {
+        if !self.connections.closed(peer, id) {
+            return false;
+        }
+        self.actions
+            .push(Action::Emit(Event::PeerDisconnected { peer }));
+        self.bootstrap.disconnected(peer, now);
+        self.punching.remove(&peer);
+        if is_member && self.known_addrs.contains_key(&peer) {
+            self.redial_at.insert(peer, now + REDIAL_DELAY);
+        }
+        true
+    }
+
+    /// A dial was started (the swarm took it): a bootstrap dial is followed.
+    pub fn dialing(&mut self, purpose: &DialPurpose, id: ConnectionId) {
+        if let DialPurpose::Bootstrap(addr) = purpose {
+            self.bootstrap.dialing(addr, id);
+        }
+    }
+
+    /// A dial could not start (`id` is `None`) or failed.
+    pub fn dial_failed(&mut self, failed: DialFailure, now: Instant) {
+        let addr = match failed {
+            // Refused too (say, already being dialled another way): wait the
+            // backoff rather than ask again at once.
+            DialFailure::NotStarted(DialPurpose::Bootstrap(addr)) => addr,
+            DialFailure::NotStarted(_) => return,
+            DialFailure::Failed(id) => match self.bootstrap.addr_of(id) {
+                Some(addr) => addr,
+                None => return,
+            },
+        };
+        tracing::info!(%addr, "bootstrap peer unreachable; will retry");
+        self.bootstrap.dial_failed(&addr, now);
+    }
+
+    // ---- relays ----
+
+    /// identify told what `peer` speaks: a bootstrap peer that offers circuit
+    /// relay and rendezvous becomes one of this node's relays.
+    pub fn identified(&mut self, peer: PeerId, offers_relay: bool, now: Instant) {
+        let Some(addr) = self.bootstrap.addr_of_peer(&peer) else {
+            return;
+        };
+        if !offers_relay {
+            return;
+        }
+        let addr = if peer_of(&addr).is_some() {
+            addr
+        } else {
+            addr.with(Protocol::P2p(peer))
+        };
+        tracing::info!(relay = %addr, "using relay");
+        self.actions.push(Action::AddAutonatServer {
+            peer,
+            addr: addr.clone(),
+        });
+        self.relays.identified(peer, addr, &self.rooms, now);
+    }
+
+    /// A relay accepted a reservation; circuits through it end after `limit`.
+    pub fn reservation_accepted(&mut self, relay: PeerId, limit: Option<Duration>) {
+        if let Some(limit) = limit {
+            self.circuit_limits
+                .insert(relay, limit.min(MAX_CIRCUIT_LIMIT));
+        }
+    }
+
+    /// The listener asked for by [`Action::Reserve`] at `relay`.
+    pub fn reserving(&mut self, relay: &PeerId, listener: ListenerId) {
+        self.relays.reserving(relay, listener);
+    }
+
+    /// A listener reported an address. A reservation that became active
+    /// makes the node reachable through that relay.
+    pub fn new_listen_addr(&mut self, listener: ListenerId, addr: Multiaddr, now: Instant) {
+        if !self.listen_addrs.contains(&addr) && self.listen_addrs.len() < MAX_LISTEN_ADDRS {
+            self.listen_addrs.push(addr.clone());
+        }
+        self.reservation_listening(listener, &addr, now);
+    }
+
+    pub fn expired_listen_addr(&mut self, addr: &Multiaddr) {
+        self.listen_addrs.retain(|a| a != addr);
+    }
+
+    fn reservation_listening(&mut self, listener: ListenerId, addr: &Multiaddr, now: Instant) {
+        let Some((relay, newly)) = self.relays.reservation_active(listener) else {
+            return;
+        };
+        tracing::info!(%relay, %addr, "reachable through relay");
+        self.actions.push(Action::AddExternalAddr(addr.clone()));
+        self.relays.addresses_changed(now);
+        // One event per reservation: renewals and further addresses are no news.
+        if newly {
+            self.actions.push(Action::Emit(Event::Reservation {
+                relay,
+                addr: Some(addr.clone()),
+                active: true,
+            }));
+        }
+    }
+
+    /// A listener closed: a reservation's end is reported, and it is asked
+    /// for again later.
+    pub fn listener_closed(&mut self, listener: ListenerId, addrs: &[Multiaddr], now: Instant) {
+        self.listen_addrs.retain(|a| !addrs.contains(a));
+        let Some((relay, was_active)) = self.relays.reservation_closed(listener, now) else {
+            return;
+        };
+        tracing::info!(%relay, "relay reservation ended");
+        for a in addrs {
+            self.actions.push(Action::RemoveExternalAddr(a.clone()));
+        }
+        if was_active {
+            self.actions.push(Action::Emit(Event::Reservation {
+                relay,
+                addr: addrs.first().cloned(),
+                active: false,
+            }));
+        }
+    }
+
+    /// An external address was confirmed: registrations carry addresses, so
+    /// they are made again.
+    pub fn addresses_changed(&mut self, now: Instant) {
+        self.relays.addresses_changed(now);
+    }
+
+    /// AutoNAT's verdict. Reachable directly, the node needs no reservation.
+    pub fn nat_status(&mut self, nat: NatStatus) {
+        self.nat = nat;
+        if nat == NatStatus::Public {
+            for listener in self.relays.listeners() {
+                self.actions.push(Action::RemoveListener(listener));
+            }
+        }
+    }
+
+    // ---- rooms and members ----
+
+    pub fn room_joined(&mut self, room: &RoomName, now: Instant) {
+        self.rooms.insert(room.clone());
+        self.relays.room_joined(room, now);
+    }
+
+    pub fn room_left(&mut self, room: &RoomName) {
+        self.rooms.remove(room);
+        self.relays.room_left(room);
+        let connected: Vec<PeerId> = self
+            .relays
+            .peers()
+            .filter(|p| self.connections.is_connected(p))
+            .copied()
+            .collect();
+        for relay in connected {
+            self.actions.push(Action::Unregister {
+                relay,
+                namespace: namespace(room),
+            });
+        }
+    }
+
+    /// `relay` registered this node under `ns` for `ttl` seconds.
+    pub fn registered(&mut self, relay: &PeerId, ns: &Namespace, ttl: u64, now: Instant) {
+        self.relays.registered(relay, ns, ttl, now);
+    }
+
+    /// Room members found at a relay: remember how to reach them, and dial
+    /// those not connected. `is_member` tells who is in a room with this node
+    /// (they are the last forgotten when too many are known).
+    pub fn discovered(
+        &mut self,
+        found: impl IntoIterator<Item = (PeerId, Vec<Multiaddr>)>,
+        is_member: impl Fn(&PeerId) -> bool,
+    ) {
+        for (peer, mut addrs) in found.into_iter().take(MAX_DIALS_PER_DISCOVERY) {
+            if peer == self.local || addrs.is_empty() {
+                continue;
+            }
+            addrs.truncate(MAX_ADDRS_PER_PEER);
+            if self.known_addrs.len() >= MAX_KNOWN_PEERS && !self.known_addrs.contains_key(&peer) {
+                let victim = self
+                    .known_addrs
+                    .keys()
+                    .find(|p| !is_member(p))
+                    .or_else(|| self.known_addrs.keys().next())
+                    .copied();
+                if let Some(v) = victim {
+                    self.known_addrs.remove(&v);
+                }
+            }
+            self.known_addrs.insert(peer, addrs.clone());
+            if !self.connections.is_connected(&peer) {
+                tracing::debug!(%peer, ?addrs, "dialling a discovered member");
+                self.dial_member(peer, addrs);
+            }
+        }
+    }
+
+    /// Peers mDNS found on the local network. Both sides find each other:
+    /// the smaller peer id dials, the other only if a later announcement
+    /// finds them still apart.
+    pub fn found_on_lan(&mut self, found: impl IntoIterator<Item = (PeerId, Multiaddr)>) {
+        let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for (peer, addr) in found {
+            if peer != self.local && !self.connections.is_connected(&peer) {
+                let addrs = by_peer.entry(peer).or_default();
+                if addrs.len() < MAX_ADDRS_PER_PEER {
+                    addrs.push(addr);
+                }
+            }
+        }
+        for (peer, mut addrs) in by_peer {
+            let first_sighting = self.mdns_seen.insert(peer);
+            if self.mdns_seen.len() > MAX_MDNS_SEEN {
+                self.mdns_seen.clear();
+            }
+            if first_sighting && self.local > peer {
+                continue;
+            }
+            // QUIC first.
+            addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::QuicV1)));
+            tracing::info!(%peer, "found on the local network");
+            self.actions.push(Action::Dial(Dial {
+                peer: Some(peer),
+                addrs,
+                purpose: DialPurpose::Member,
+            }));
+        }
+    }
+
+    // ---- hole punching ----
+
+    /// DCUtR's outcome for `peer`.
+    pub fn hole_punched(&mut self, peer: PeerId, result: Result<(), String>) {
+        self.punch_outcome(peer, result);
+    }
+
+    /// Reports the outcome of a hole punch once.
+    fn punch_outcome(&mut self, peer: PeerId, result: Result<(), String>) {
+        if self.punching.remove(&peer).is_none() {
+            return;
+        }
+        tracing::info!(%peer, ?result, "hole punch");
+        self.actions
+            .push(Action::Emit(Event::HolePunch { peer, result }));
+    }
+
+    // ---- time ----
+
+    /// Everything due by `now`: bootstrap dials; at each connected relay a
+    /// reservation, registrations and discoveries; hole punches given up;
+    /// fresh circuits; redials of lost members.
+    pub fn poll(&mut self, now: Instant, is_member: impl Fn(&PeerId) -> bool) {
+        let connections = &self.connections;
+        for addr in self.bootstrap.due(now, |p| connections.is_connected(p)) {
+            self.actions.push(Action::Dial(Dial {
+                peer: peer_of(&addr),
+                addrs: vec![addr.clone()],
+                purpose: DialPurpose::Bootstrap(addr),
+            }));
+        }
+        self.poll_relays(now);
+        let stale: Vec<PeerId> = self
+            .punching
+            .iter()
+            .filter(|(_, since)| age(now, **since) >= PUNCH_TIMEOUT)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in stale {
+            let why = format!("no direct connection within {}s", PUNCH_TIMEOUT.as_secs());
+            self.punch_outcome(peer, Err(why));
+        }
+        self.refresh_circuits(now, &is_member);
+        let due: Vec<PeerId> = self
+            .redial_at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.redial_at.remove(&peer);
+            if let Some(addrs) = self.known_addrs.get(&peer).cloned()
+                && !self.connections.is_connected(&peer)
+            {
+                tracing::info!(%peer, "dialling a lost room member again");
+                self.dial_member(peer, addrs);
+            }
+        }
+    }
+
+    fn poll_relays(&mut self, now: Instant) {
+        let public = self.nat == NatStatus::Public;
+        let connected: Vec<PeerId> = self
+            .relays
+            .peers()
+            .filter(|p| self.connections.is_connected(p))
+            .copied()
+            .collect();
+        for relay in connected {
+            let due = self.relays.due(&relay, &self.rooms, public, now);
+            if let Some(circuit) = due.reserve {
+                self.actions.push(Action::Reserve { relay, circuit });
+            }
+            for room in due.register {
+                self.actions.push(Action::Register {
+                    relay,
+                    namespace: namespace(&room),
+                });
+            }
+            for room in due.discover {
+                self.actions.push(Action::Discover {
+                    relay,
+                    namespace: namespace(&room),
+                });
+            }
+        }
+    }
+
+    /// Opens a fresh circuit to a room member before the relay ends the old
+    /// one at its duration limit, so the room never loses the member.
+    fn refresh_circuits(&mut self, now: Instant, is_member: &impl Fn(&PeerId) -> bool) {
+        let mut dials = Vec::new();
+        for (peer, opened, relay) in self.connections.relayed_only() {
+            let Some(limit) = relay.and_then(|r| self.circuit_limits.get(&r)) else {
+                continue;
+            };
+            if age(now, opened) < limit.mul_f64(CIRCUIT_REFRESH_AT) || !is_member(&peer) {
+                continue;
+            }
+            if self
+                .circuit_refreshed
+                .get(&peer)
+                .is_some_and(|at| age(now, *at) < limit.mul_f64(0.5))
+            {
+                continue;
+            }
+            let Some(addrs) = self.known_addrs.get(&peer) else {
+                continue;
+            };
+            let circuits: Vec<Multiaddr> =
+                addrs.iter().filter(|a| is_relayed(a)).cloned().collect();
+            if !circuits.is_empty() {
+                dials.push((peer, circuits));
+            }
+        }
+        if self.circuit_refreshed.len() > MAX_KNOWN_PEERS {
+            self.circuit_refreshed.clear();
+        }
+        for (peer, addrs) in dials {
+            tracing::info!(%peer, "opening a fresh circuit before the old one ends");
+            self.circuit_refreshed.insert(peer, now);
+            self.actions.push(Action::Dial(Dial {
+                peer: Some(peer),
+                addrs,
+                purpose: DialPurpose::FreshCircuit,
+            }));
+        }
+    }
+
+    /// When [`Self::poll`] next has something to do, if ever without new input.
+    pub fn poll_at(&self, is_member: impl Fn(&PeerId) -> bool) -> Option<Instant> {
+        let public = self.nat == NatStatus::Public;
+        let connections = &self.connections;
+        let bootstrap = self.bootstrap.next_due(|p| connections.is_connected(p));
+        let relays = self
+            .relays
+            .peers()
+            .filter(|p| connections.is_connected(p))
+            .filter_map(|p| self.relays.next_due(p, public))
+            .min();
+        let punches = self.punching.values().map(|t| *t + PUNCH_TIMEOUT).min();
+        let redials = self.redial_at.values().copied().min();
+        let circuits = connections
+            .relayed_only()
+            .filter(|(peer, _, _)| is_member(peer) && self.has_circuit_addr(peer))
+            .filter_map(|(peer, opened, relay)| {
+                let limit = self.circuit_limits.get(&relay?)?;
+                let at = opened + limit.mul_f64(CIRCUIT_REFRESH_AT);
+                let again = self
+                    .circuit_refreshed
+                    .get(&peer)
+                    .map(|t| *t + limit.mul_f64(0.5));
+                Some(again.map_or(at, |a| a.max(at)))
+            })
+            .min();
+        [bootstrap, relays, punches, redials, circuits]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn has_circuit_addr(&self, peer: &PeerId) -> bool {
+        self.known_addrs
+            .get(peer)
+            .is_some_and(|addrs| addrs.iter().any(is_relayed))
+    }
+
+    /// Dials a peer at its known addresses, direct ones first.
+    fn dial_member(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
+        addrs.sort_by_key(is_relayed);
+        self.actions.push(Action::Dial(Dial {
+            peer: Some(peer),
+            addrs,
+            purpose: DialPurpose::Member,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests;

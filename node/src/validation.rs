@@ -1,0 +1,212 @@
+//! The rules a received envelope must pass, as pure functions: a live gossip
+//! message (is it forwarded, dropped, or held against the peer that sent
+//! it?) and a page of envelopes fetched by catch-up (which are genuine?).
+//! They run on the store thread, so they see nothing but their arguments.
+
+use std::collections::HashSet;
+
+use libp2p::PeerId;
+use palaver_proto::RoomName;
+use palaver_proto::envelope::{Envelope, EnvelopeError};
+use palaver_proto::history::MessageRef;
+
+use crate::store::{is_history, message_ref, parallel};
+
+/// How far a live payload's timestamp may be from this node's clock.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// What is known of a live gossip message before its envelope is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCheck {
+    /// The peer that forwarded it (it answers for what it forwards).
+    pub from: PeerId,
+    /// The room of the topic it came on.
+    pub room: RoomName,
+    /// This node: its own envelopes coming back are dropped.
+    pub local: PeerId,
+    /// When it arrived, unix milliseconds.
+    pub received_ms: u64,
+}
+
+/// The verdict on a live message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Genuine and fresh: forwarded, and shown (chat once stored).
+    Accept(Envelope),
+    /// Not shown nor forwarded, but not the sender's fault (a newer version,
+    /// a replay, a clock far off, an echo of our own).
+    Ignore,
+    /// Malformed or forged: held against the peer that sent it.
+    Reject,
+}
+
+/// Judges a live message's opened envelope.
+pub fn live(check: &LiveCheck, opened: Result<Envelope, EnvelopeError>) -> Verdict {
+    let from = check.from;
+    let envelope = match opened {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            tracing::debug!(%from, "envelope refused: {e}");
+            return if e.is_malformed() {
+                Verdict::Reject
+            } else {
+                Verdict::Ignore
+            };
+        }
+    };
+    let payload = envelope.payload();
+    if payload.room != check.room {
+        tracing::debug!(%from, "payload names another room than its topic");
+        return Verdict::Reject;
+    }
+    if envelope.author() == check.local {
+        return Verdict::Ignore;
+    }
+    // Live gossip is fresh: an old payload can only be a replay (history
+    // comes by catch-up, not gossip). Clocks may differ by a few minutes.
+    if check.received_ms.abs_diff(payload.ts) > MAX_CLOCK_SKEW_MS {
+        tracing::debug!(%from, ts = payload.ts, "stale or future payload");
+        return Verdict::Ignore;
+    }
+    Verdict::Accept(envelope)
+}
+
+/// Checks a fetched page (signatures on every core): each envelope must be
+/// genuine, chat, of `room`, and one that was `asked` for; duplicates count
+/// once. Returns the genuine ones and how many were not.
+pub fn fetched_page(
+    room: &RoomName,
+    asked: &[MessageRef],
+    envelopes: &[Vec<u8>],
+) -> (Vec<Envelope>, usize) {
+    let asked: HashSet<&MessageRef> = asked.iter().collect();
+    let checked = parallel::map(envelopes, |bytes| {
+        let envelope = Envelope::open(bytes).ok()?;
+        let genuine = envelope.payload().room == *room
+            && is_history(&envelope)
+            && asked.contains(&message_ref(&envelope));
+        genuine.then_some(envelope)
+    });
+    let total = checked.len();
+    let mut seen = HashSet::new();
+    let genuine: Vec<Envelope> = checked
+        .into_iter()
+        .flatten()
+        .filter(|e| seen.insert(e.id_bytes()))
+        .collect();
+    let rejected = total.saturating_sub(genuine.len());
+    (genuine, rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use libp2p::identity::Keypair;
+    use palaver_proto::wire::{Body, Payload};
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn chat(author: &Keypair, room: &str, ts: u64) -> Envelope {
+        let payload = Payload {
+            room: room.parse().unwrap(),
+            nick: "ann".parse().unwrap(),
+            ts,
+            session: 1,
+            seq: 1,
+            body: Body::Chat("hello".parse().unwrap()),
+        };
+        Envelope::seal(author, payload).unwrap()
+    }
+
+    fn check(room: &str, local: PeerId) -> LiveCheck {
+        LiveCheck {
+            from: PeerId::random(),
+            room: room.parse().unwrap(),
+            local,
+            received_ms: NOW,
+        }
+    }
+
+    fn verdict(envelope: Envelope, topic_room: &str, local: PeerId) -> Verdict {
+        live(
+            &check(topic_room, local),
+            Envelope::open(envelope.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn a_fresh_envelope_for_its_topic_is_accepted() {
+        let author = Keypair::generate_ed25519();
+        let envelope = chat(&author, "lobby", NOW - 1_000);
+        assert_eq!(
+            verdict(envelope.clone(), "lobby", PeerId::random()),
+            Verdict::Accept(envelope)
+        );
+    }
+
+    #[test]
+    fn an_envelope_naming_another_room_than_its_topic_is_rejected() {
+        let author = Keypair::generate_ed25519();
+        assert_eq!(
+            verdict(chat(&author, "other", NOW), "lobby", PeerId::random()),
+            Verdict::Reject
+        );
+    }
+
+    #[test]
+    fn own_stale_and_future_envelopes_are_ignored() {
+        let author = Keypair::generate_ed25519();
+        let me = author.public().to_peer_id();
+        assert_eq!(
+            verdict(chat(&author, "lobby", NOW), "lobby", me),
+            Verdict::Ignore
+        );
+        let stale = NOW - MAX_CLOCK_SKEW_MS - 1;
+        assert_eq!(
+            verdict(chat(&author, "lobby", stale), "lobby", PeerId::random()),
+            Verdict::Ignore
+        );
+        let future = NOW + MAX_CLOCK_SKEW_MS + 1;
+        assert_eq!(
+            verdict(chat(&author, "lobby", future), "lobby", PeerId::random()),
+            Verdict::Ignore
+        );
+    }
+
+    #[test]
+    fn a_truncated_envelope_is_rejected_and_an_unknown_version_ignored() {
+        let author = Keypair::generate_ed25519();
+        let bytes = chat(&author, "lobby", NOW).as_bytes().to_vec();
+        let c = check("lobby", PeerId::random());
+        let judge = |b: &[u8]| live(&c, Envelope::open(b));
+        assert_eq!(judge(&bytes[..bytes.len() - 10]), Verdict::Reject);
+        // A later version may be valid to nodes that know it: not held against the sender.
+        assert_eq!(judge(b"\xffa later version"), Verdict::Ignore);
+    }
+
+    #[test]
+    fn a_fetched_page_keeps_only_genuine_envelopes_that_were_asked_for_once_each() {
+        let author = Keypair::generate_ed25519();
+        let room: RoomName = "lobby".parse().unwrap();
+        let asked_for = chat(&author, "lobby", NOW);
+        let not_asked = chat(&author, "lobby", NOW + 1);
+        let other_room = chat(&author, "other", NOW + 2);
+        let mut altered = asked_for.as_bytes().to_vec();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        let asked = [message_ref(&asked_for), message_ref(&other_room)];
+        let page = vec![
+            asked_for.as_bytes().to_vec(),
+            asked_for.as_bytes().to_vec(),
+            not_asked.as_bytes().to_vec(),
+            other_room.as_bytes().to_vec(),
+            altered,
+        ];
+        let (genuine, rejected) = fetched_page(&room, &asked, &page);
+        assert_eq!(genuine, vec![asked_for]);
+        assert_eq!(rejected, 4);
+    }
+}
