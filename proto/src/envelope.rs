@@ -15,14 +15,14 @@
 //! envelope's id is a hash of all its bytes, signature included.
 
 use libp2p_identity::{KeyType, Keypair, PeerId, PublicKey};
-use sha2::{Digest, Sha256};
 
+use crate::contract::{MESSAGE_ID_BYTES, labels, message_id};
 use crate::wire::{MAX_PAYLOAD_BYTES, Payload, WireError};
 
 /// The version this code writes.
 pub const VERSION: u8 = 1;
 /// What the signature covers before the envelope's own bytes.
-const DOMAIN: &[u8] = b"palaver/envelope/v1\0";
+const DOMAIN: &[u8] = labels::ENVELOPE_SIGNATURE;
 /// The longest key and signature accepted (ed25519: 36 and 64 bytes).
 const MAX_KEY_BYTES: usize = 64;
 const MAX_SIGNATURE_BYTES: usize = 64;
@@ -170,17 +170,15 @@ impl Envelope {
         hex_id(&self.id_bytes())
     }
 
-    /// The envelope's id as bytes: the first 16 bytes of SHA-256 over all its bytes.
+    /// The envelope's id as bytes: the first 16 bytes of SHA-256 over all its
+    /// bytes ([`crate::contract::message_id`]).
     pub fn id_bytes(&self) -> MessageId {
-        let digest = Sha256::digest(&self.bytes);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        id
+        message_id(&self.bytes)
     }
 }
 
 /// An envelope id: 16 bytes of SHA-256 over the envelope.
-pub type MessageId = [u8; 16];
+pub type MessageId = [u8; MESSAGE_ID_BYTES];
 
 /// An envelope id as the line protocol shows it (lowercase hex).
 pub fn hex_id(id: &MessageId) -> String {

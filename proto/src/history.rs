@@ -11,12 +11,14 @@
 //! bounded in count and bytes, so no peer can make another read or send
 //! unbounded data. The encoding is versioned and strict, like [`crate::wire`].
 
+use crate::contract::MESSAGE_ID_BYTES;
 use crate::envelope::{MAX_ENVELOPE_BYTES, MessageId};
-use crate::names::RoomName;
+use crate::names::{ROOM_MAX_LEN, RoomName};
 use crate::wire::{Reader, WireError};
 
-/// The protocol name negotiated on the stream.
-pub const PROTOCOL: &str = "/palaver/history/1";
+/// The protocol name negotiated on the stream
+/// ([`crate::contract::HISTORY_PROTOCOL`]).
+pub const PROTOCOL: &str = crate::contract::HISTORY_PROTOCOL;
 /// The version this code writes, first byte of every request and response.
 pub const VERSION: u8 = 1;
 /// Most references in one inventory page.
@@ -24,9 +26,9 @@ pub const MAX_INVENTORY: usize = 256;
 /// Most envelopes asked for (and sent) in one fetch.
 pub const MAX_FETCH: usize = 32;
 /// Largest valid request: a fetch of [`MAX_FETCH`] references.
-pub const MAX_REQUEST_BYTES: usize = 2 + 1 + 64 + 2 + MAX_FETCH * REF_BYTES;
+pub const MAX_REQUEST_BYTES: usize = 2 + 1 + ROOM_MAX_LEN + 2 + MAX_FETCH * REF_BYTES;
 /// Encoded size of a [`MessageRef`].
-const REF_BYTES: usize = 8 + 16;
+const REF_BYTES: usize = 8 + MESSAGE_ID_BYTES;
 /// Largest valid response: [`MAX_FETCH`] envelopes of the largest size.
 pub const MAX_RESPONSE_BYTES: usize = 2 + 2 + MAX_FETCH * (4 + MAX_ENVELOPE_BYTES);
 
@@ -257,8 +259,8 @@ fn end(r: &Reader<'_>) -> Result<(), WireError> {
 }
 
 fn id(r: &mut Reader<'_>) -> Result<MessageId, WireError> {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(r.take(16)?);
+    let mut id = [0u8; MESSAGE_ID_BYTES];
+    id.copy_from_slice(r.take(MESSAGE_ID_BYTES)?);
     Ok(id)
 }
 

@@ -50,8 +50,9 @@ impl Body {
     }
 }
 
-/// One published payload. The author is not part of it: gossipsub's signed
-/// `source` names the author.
+/// One published payload. The author is not part of it: the signed
+/// [`crate::envelope::Envelope`] that carries it names the author (gossip
+/// itself is anonymous).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     pub room: RoomName,

@@ -1,0 +1,181 @@
+//! Every domain-separation label and format magic Palaver hashes, signs or
+//! writes, spelled once. Two inputs under different labels can never be taken
+//! for one another, so a signature, a hash or a sealed value made for one
+//! purpose is worthless for any other. A second implementation needs these
+//! bytes exactly: PROTOCOL.md lists them, and a test checks that it does.
+//!
+//! The wire labels are part of what peers exchange. The at-rest ones are
+//! never sent; they belong to the format of a node's data dir, which another
+//! implementation reading the same data dir would need.
+
+/// Whether a label is part of what peers exchange or only of a node's own files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Sent to, or checked by, other peers.
+    Wire,
+    /// Only in the node's data dir (key file and history store).
+    AtRest,
+}
+
+/// One row of the label table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label {
+    /// The constant's name in this module.
+    pub name: &'static str,
+    /// The exact bytes.
+    pub bytes: &'static [u8],
+    pub scope: Scope,
+    /// What the label separates, in a few words.
+    pub purpose: &'static str,
+}
+
+/// What an envelope's ed25519 signature covers before the envelope's own
+/// bytes (version through payload).
+pub const ENVELOPE_SIGNATURE: &[u8] = b"palaver/envelope/v1\0";
+/// What is hashed before the room name to make its rendezvous namespace.
+pub const RENDEZVOUS_NAMESPACE: &[u8] = b"palaver room v1\0";
+/// What every plaintext in the history store starts with, before the key it
+/// was sealed under.
+pub const STORE_VALUE: &[u8] = b"palaver/value/v1\0";
+/// The message of the HMAC-SHA256 (keyed by the age identity's secret string)
+/// that derives the store's index key. No trailing NUL, unlike the others.
+pub const STORE_INDEX_KEY: &[u8] = b"palaver/store-index/v1";
+/// The label of a room's store tag: HMAC-SHA256(index key, label, 0x00, room
+/// name), first 16 bytes. The 0x00 between label and data is added by the
+/// tagging, not part of the label.
+pub const STORE_ROOM_TAG: &[u8] = b"room";
+/// The label of a message's store tag: HMAC-SHA256(index key, label, 0x00,
+/// message id), first 16 bytes.
+pub const STORE_ID_TAG: &[u8] = b"id";
+/// The first line of the decrypted key file.
+pub const KEY_FILE_MAGIC: &str = "palaver-keys v1";
+
+/// Every label, in one table.
+pub const ALL: [Label; 7] = [
+    Label {
+        name: "ENVELOPE_SIGNATURE",
+        bytes: ENVELOPE_SIGNATURE,
+        scope: Scope::Wire,
+        purpose: "envelope signatures",
+    },
+    Label {
+        name: "RENDEZVOUS_NAMESPACE",
+        bytes: RENDEZVOUS_NAMESPACE,
+        scope: Scope::Wire,
+        purpose: "a room's rendezvous namespace",
+    },
+    Label {
+        name: "STORE_VALUE",
+        bytes: STORE_VALUE,
+        scope: Scope::AtRest,
+        purpose: "sealed store values",
+    },
+    Label {
+        name: "STORE_INDEX_KEY",
+        bytes: STORE_INDEX_KEY,
+        scope: Scope::AtRest,
+        purpose: "the store's index key",
+    },
+    Label {
+        name: "STORE_ROOM_TAG",
+        bytes: STORE_ROOM_TAG,
+        scope: Scope::AtRest,
+        purpose: "room tags in store keys",
+    },
+    Label {
+        name: "STORE_ID_TAG",
+        bytes: STORE_ID_TAG,
+        scope: Scope::AtRest,
+        purpose: "message tags in store keys",
+    },
+    Label {
+        name: "KEY_FILE_MAGIC",
+        bytes: KEY_FILE_MAGIC.as_bytes(),
+        scope: Scope::AtRest,
+        purpose: "the decrypted key file",
+    },
+];
+
+/// A label's bytes as a Rust byte-string literal would spell them, without
+/// the quotes: printable ASCII as itself, `\0`, `\t`, `\n`, `\r`, `\\`, `\"`,
+/// and `\xNN` (lowercase) for any other byte. PROTOCOL.md writes every label
+/// this way, inside backticks.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            0 => out.push_str("\\0"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            0x20..=0x7e => out.push(char::from(b)),
+            other => out.push_str(&format!("\\x{other:02x}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_holds_every_label_under_its_own_name() {
+        let find = |name: &str| ALL.iter().find(|l| l.name == name).map(|l| l.bytes);
+        assert_eq!(find("ENVELOPE_SIGNATURE"), Some(ENVELOPE_SIGNATURE));
+        assert_eq!(find("RENDEZVOUS_NAMESPACE"), Some(RENDEZVOUS_NAMESPACE));
+        assert_eq!(find("STORE_VALUE"), Some(STORE_VALUE));
+        assert_eq!(find("STORE_INDEX_KEY"), Some(STORE_INDEX_KEY));
+        assert_eq!(find("STORE_ROOM_TAG"), Some(STORE_ROOM_TAG));
+        assert_eq!(find("STORE_ID_TAG"), Some(STORE_ID_TAG));
+        assert_eq!(find("KEY_FILE_MAGIC"), Some(KEY_FILE_MAGIC.as_bytes()));
+    }
+
+    #[test]
+    fn the_labels_are_spelled_exactly_as_the_format_needs() {
+        assert_eq!(ENVELOPE_SIGNATURE, b"palaver/envelope/v1\x00");
+        assert_eq!(RENDEZVOUS_NAMESPACE, b"palaver room v1\x00");
+        assert_eq!(STORE_VALUE, b"palaver/value/v1\x00");
+        assert_eq!(STORE_INDEX_KEY, b"palaver/store-index/v1");
+        assert_eq!(STORE_ROOM_TAG, b"room");
+        assert_eq!(STORE_ID_TAG, b"id");
+        assert_eq!(KEY_FILE_MAGIC, "palaver-keys v1");
+    }
+
+    #[test]
+    fn no_label_is_another_or_begins_another() {
+        for a in &ALL {
+            for b in &ALL {
+                if a.name != b.name {
+                    assert!(
+                        !b.bytes.starts_with(a.bytes),
+                        "{} begins {}",
+                        a.name,
+                        b.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_signature_and_namespace_labels_go_on_the_wire() {
+        let wire: Vec<&str> = ALL
+            .iter()
+            .filter(|l| l.scope == Scope::Wire)
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(wire, ["ENVELOPE_SIGNATURE", "RENDEZVOUS_NAMESPACE"]);
+    }
+
+    #[test]
+    fn escaping_spells_bytes_as_a_rust_byte_string_would() {
+        assert_eq!(escaped(b"palaver room v1\0"), "palaver room v1\\0");
+        assert_eq!(escaped(b"a\tb\nc\rd"), "a\\tb\\nc\\rd");
+        assert_eq!(escaped(b"q\"s\\"), "q\\\"s\\\\");
+        assert_eq!(escaped(&[0x7f, 0xff, 0x01]), "\\x7f\\xff\\x01");
+        assert_eq!(escaped(b""), "");
+    }
+}
