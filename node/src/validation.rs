@@ -12,8 +12,7 @@ use palaver_proto::history::MessageRef;
 
 use crate::store::{is_history, message_ref, parallel};
 
-/// How far a live payload's timestamp may be from this node's clock.
-pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+pub use palaver_proto::contract::MAX_CLOCK_SKEW_MS;
 
 /// What is known of a live gossip message before its envelope is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use libp2p::{autonat, connection_limits, identify, ping, relay, rendezvous};
 use crate::Limits;
 
 /// The protocol version identify announces.
-pub const PROTOCOL_VERSION: &str = "/palaver/1.0.0";
+pub use palaver_proto::contract::IDENTIFY_PROTOCOL_VERSION as PROTOCOL_VERSION;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {

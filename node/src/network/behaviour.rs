@@ -9,17 +9,9 @@ use libp2p::{
     StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, mdns, ping, relay,
     rendezvous, request_response,
 };
-use palaver_proto::history;
+use palaver_proto::contract;
 
 use super::history_codec::HistoryCodec;
-use sha2::{Digest, Sha256};
-
-/// The protocol version identify announces.
-pub const PROTOCOL_VERSION: &str = "/palaver/2.0.0";
-/// Largest gossipsub frame accepted. One frame can carry several messages and
-/// control messages, so this is well above one payload ([`palaver_proto::wire::MAX_PAYLOAD_BYTES`],
-/// enforced per message when each is decoded); a frame over it ends the stream.
-pub const MAX_TRANSMIT_BYTES: usize = 64 * 1024;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -75,7 +67,7 @@ impl Behaviour {
                     .with_max_pending_outgoing(Some(64)),
             ),
             identify: identify::Behaviour::new(
-                identify::Config::new(PROTOCOL_VERSION.to_owned(), key.public())
+                identify::Config::new(contract::IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
                     .with_agent_version(format!("palaver-node/{}", env!("CARGO_PKG_VERSION"))),
             ),
             ping: ping::Behaviour::default(),
@@ -101,7 +93,7 @@ impl Behaviour {
             history: request_response::Behaviour::with_codec(
                 HistoryCodec,
                 [(
-                    StreamProtocol::new(history::PROTOCOL),
+                    StreamProtocol::new(contract::HISTORY_PROTOCOL),
                     request_response::ProtocolSupport::Full,
                 )],
                 request_response::Config::default()
@@ -115,7 +107,7 @@ impl Behaviour {
 /// The id of a published message: a hash of its bytes (a signed envelope, so
 /// the author is part of them), the same as [`palaver_proto::envelope::Envelope::id`].
 pub fn message_id(data: &[u8]) -> gossipsub::MessageId {
-    gossipsub::MessageId::new(&Sha256::digest(data)[..16])
+    gossipsub::MessageId::new(&contract::message_id(data))
 }
 
 fn gossipsub() -> Result<gossipsub::Behaviour, BehaviourError> {
@@ -129,7 +121,10 @@ fn gossipsub() -> Result<gossipsub::Behaviour, BehaviourError> {
         .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(|m: &gossipsub::Message| message_id(&m.data))
-        .max_transmit_size(MAX_TRANSMIT_BYTES)
+        // A frame can carry several messages and control messages, so this
+        // is well above one payload (enforced per message when each is
+        // decoded); a frame over it ends the stream.
+        .max_transmit_size(contract::MAX_GOSSIP_FRAME_BYTES)
         .heartbeat_interval(Duration::from_millis(700))
         // A room may be small: graft whoever is there.
         .mesh_n_low(2)
@@ -188,14 +183,10 @@ fn peer_score_thresholds() -> gossipsub::PeerScoreThresholds {
 
 /// The gossipsub topic of a room.
 pub fn topic(room: &palaver_proto::RoomName) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("{TOPIC_PREFIX}{room}"))
+    gossipsub::IdentTopic::new(contract::topic(room))
 }
 
 /// The room of a topic, if it is a room topic.
 pub fn room_of(topic: &gossipsub::TopicHash) -> Option<palaver_proto::RoomName> {
-    topic.as_str().strip_prefix(TOPIC_PREFIX)?.parse().ok()
+    contract::room_of_topic(topic.as_str())
 }
-
-/// Version 2: anonymous gossip (version 1 nodes signed gossip too, and the
-/// two refuse each other's messages, so they use different topics).
-const TOPIC_PREFIX: &str = "palaver/2/room/";

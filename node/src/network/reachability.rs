@@ -13,9 +13,10 @@
 mod action;
 mod bootstrap;
 mod connections;
+mod members;
 mod relays;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use libp2p::core::transport::ListenerId;
@@ -28,29 +29,15 @@ use palaver_proto::RoomName;
 use crate::api::{Event, NatStatus, PeerStatus, RelayStatus};
 pub use action::{Action, Dial, DialFailure, DialPurpose};
 use bootstrap::Bootstrap;
+pub use connections::peer_of;
 use connections::{Connections, age};
-pub use connections::{is_relayed, peer_of};
+use members::Members;
 use relays::Relays;
 pub use relays::{REGISTRATION_TTL, namespace};
 
 /// How long a relayed connection may wait for its upgrade before the hole
 /// punch is reported failed.
 pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most addresses remembered per discovered peer.
-const MAX_ADDRS_PER_PEER: usize = 8;
-/// Most members dialled from one discovery answer.
-pub const MAX_DIALS_PER_DISCOVERY: usize = 64;
-/// Most peers whose discovered addresses are remembered, for redialling.
-const MAX_KNOWN_PEERS: usize = 4096;
-/// Share of a circuit's duration limit after which a fresh one is opened.
-const CIRCUIT_REFRESH_AT: f64 = 0.7;
-/// Longest circuit limit believed from a relay (a lying relay cannot make
-/// the arithmetic overflow, nor postpone refreshes for ever).
-const MAX_CIRCUIT_LIMIT: Duration = Duration::from_secs(24 * 3600);
-/// Wait before dialling a lost room member again.
-const REDIAL_DELAY: Duration = Duration::from_secs(1);
-/// Most peers remembered as seen by mDNS.
-const MAX_MDNS_SEEN: usize = 1024;
 /// Most hole punches followed at once (each is one relayed peer).
 const MAX_PUNCHING: usize = 1024;
 /// Most listen addresses kept (relays report circuit addresses too).
@@ -68,15 +55,7 @@ pub struct Reachability {
     rooms: BTreeSet<RoomName>,
     /// Peers with only a relayed connection, since when.
     punching: HashMap<PeerId, Instant>,
-    /// Where discovered room members can be reached.
-    known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Lost room members to dial again, and when.
-    redial_at: HashMap<PeerId, Instant>,
-    /// How long circuits through each relay may last.
-    circuit_limits: HashMap<PeerId, Duration>,
-    /// When a fresh circuit to each peer was last opened.
-    circuit_refreshed: HashMap<PeerId, Instant>,
-    mdns_seen: HashSet<PeerId>,
+    members: Members,
     /// Where this node listens, circuits at relays included.
     listen_addrs: Vec<Multiaddr>,
     actions: Vec<Action>,
@@ -92,11 +71,7 @@ impl Reachability {
             nat: NatStatus::Unknown,
             rooms: BTreeSet::new(),
             punching: HashMap::new(),
-            known_addrs: HashMap::new(),
-            redial_at: HashMap::new(),
-            circuit_limits: HashMap::new(),
-            circuit_refreshed: HashMap::new(),
-            mdns_seen: HashSet::new(),
+            members: Members::default(),
             listen_addrs: Vec::new(),
             actions: Vec::new(),
         }
@@ -159,7 +134,7 @@ impl Reachability {
         } else {
             self.punch_outcome(peer, Ok(()));
         }
-        self.redial_at.remove(&peer);
+        self.members.connected(&peer);
         self.bootstrap.established(id, peer, now);
         let first = self
             .connections
@@ -191,8 +166,8 @@ impl Reachability {
             .push(Action::Emit(Event::PeerDisconnected { peer }));
         self.bootstrap.disconnected(peer, now);
         self.punching.remove(&peer);
-        if is_member && self.known_addrs.contains_key(&peer) {
-            self.redial_at.insert(peer, now + REDIAL_DELAY);
+        if is_member {
+            self.members.lost(peer, now);
         }
         true
     }
@@ -247,8 +222,7 @@ impl Reachability {
     /// A relay accepted a reservation; circuits through it end after `limit`.
     pub fn reservation_accepted(&mut self, relay: PeerId, limit: Option<Duration>) {
         if let Some(limit) = limit {
-            self.circuit_limits
-                .insert(relay, limit.min(MAX_CIRCUIT_LIMIT));
+            self.members.circuit_limit(relay, limit);
         }
     }
 
@@ -353,67 +327,24 @@ impl Reachability {
     }
 
     /// Room members found at a relay: remember how to reach them, and dial
-    /// those not connected. `is_member` tells who is in a room with this node
-    /// (they are the last forgotten when too many are known).
+    /// those not connected. `is_member` tells who is in a room with this node.
     pub fn discovered(
         &mut self,
         found: impl IntoIterator<Item = (PeerId, Vec<Multiaddr>)>,
         is_member: impl Fn(&PeerId) -> bool,
     ) {
-        for (peer, mut addrs) in found.into_iter().take(MAX_DIALS_PER_DISCOVERY) {
-            if peer == self.local || addrs.is_empty() {
-                continue;
-            }
-            addrs.truncate(MAX_ADDRS_PER_PEER);
-            if self.known_addrs.len() >= MAX_KNOWN_PEERS && !self.known_addrs.contains_key(&peer) {
-                let victim = self
-                    .known_addrs
-                    .keys()
-                    .find(|p| !is_member(p))
-                    .or_else(|| self.known_addrs.keys().next())
-                    .copied();
-                if let Some(v) = victim {
-                    self.known_addrs.remove(&v);
-                }
-            }
-            self.known_addrs.insert(peer, addrs.clone());
-            if !self.connections.is_connected(&peer) {
-                tracing::debug!(%peer, ?addrs, "dialling a discovered member");
-                self.dial_member(peer, addrs);
-            }
-        }
+        let dials = self
+            .members
+            .discovered(self.local, found, &self.connections, is_member);
+        self.actions.extend(dials.into_iter().map(Action::Dial));
     }
 
-    /// Peers mDNS found on the local network. Both sides find each other:
-    /// the smaller peer id dials, the other only if a later announcement
-    /// finds them still apart.
+    /// Peers mDNS found on the local network.
     pub fn found_on_lan(&mut self, found: impl IntoIterator<Item = (PeerId, Multiaddr)>) {
-        let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-        for (peer, addr) in found {
-            if peer != self.local && !self.connections.is_connected(&peer) {
-                let addrs = by_peer.entry(peer).or_default();
-                if addrs.len() < MAX_ADDRS_PER_PEER {
-                    addrs.push(addr);
-                }
-            }
-        }
-        for (peer, mut addrs) in by_peer {
-            let first_sighting = self.mdns_seen.insert(peer);
-            if self.mdns_seen.len() > MAX_MDNS_SEEN {
-                self.mdns_seen.clear();
-            }
-            if first_sighting && self.local > peer {
-                continue;
-            }
-            // QUIC first.
-            addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::QuicV1)));
-            tracing::info!(%peer, "found on the local network");
-            self.actions.push(Action::Dial(Dial {
-                peer: Some(peer),
-                addrs,
-                purpose: DialPurpose::Member,
-            }));
-        }
+        let dials = self
+            .members
+            .found_on_lan(self.local, found, &self.connections);
+        self.actions.extend(dials.into_iter().map(Action::Dial));
     }
 
     // ---- hole punching ----
@@ -458,22 +389,8 @@ impl Reachability {
             let why = format!("no direct connection within {}s", PUNCH_TIMEOUT.as_secs());
             self.punch_outcome(peer, Err(why));
         }
-        self.refresh_circuits(now, &is_member);
-        let due: Vec<PeerId> = self
-            .redial_at
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in due {
-            self.redial_at.remove(&peer);
-            if let Some(addrs) = self.known_addrs.get(&peer).cloned()
-                && !self.connections.is_connected(&peer)
-            {
-                tracing::info!(%peer, "dialling a lost room member again");
-                self.dial_member(peer, addrs);
-            }
-        }
+        let dials = self.members.poll(now, &self.connections, is_member);
+        self.actions.extend(dials.into_iter().map(Action::Dial));
     }
 
     fn poll_relays(&mut self, now: Instant) {
@@ -504,47 +421,6 @@ impl Reachability {
         }
     }
 
-    /// Opens a fresh circuit to a room member before the relay ends the old
-    /// one at its duration limit, so the room never loses the member.
-    fn refresh_circuits(&mut self, now: Instant, is_member: &impl Fn(&PeerId) -> bool) {
-        let mut dials = Vec::new();
-        for (peer, opened, relay) in self.connections.relayed_only() {
-            let Some(limit) = relay.and_then(|r| self.circuit_limits.get(&r)) else {
-                continue;
-            };
-            if age(now, opened) < limit.mul_f64(CIRCUIT_REFRESH_AT) || !is_member(&peer) {
-                continue;
-            }
-            if self
-                .circuit_refreshed
-                .get(&peer)
-                .is_some_and(|at| age(now, *at) < limit.mul_f64(0.5))
-            {
-                continue;
-            }
-            let Some(addrs) = self.known_addrs.get(&peer) else {
-                continue;
-            };
-            let circuits: Vec<Multiaddr> =
-                addrs.iter().filter(|a| is_relayed(a)).cloned().collect();
-            if !circuits.is_empty() {
-                dials.push((peer, circuits));
-            }
-        }
-        if self.circuit_refreshed.len() > MAX_KNOWN_PEERS {
-            self.circuit_refreshed.clear();
-        }
-        for (peer, addrs) in dials {
-            tracing::info!(%peer, "opening a fresh circuit before the old one ends");
-            self.circuit_refreshed.insert(peer, now);
-            self.actions.push(Action::Dial(Dial {
-                peer: Some(peer),
-                addrs,
-                purpose: DialPurpose::FreshCircuit,
-            }));
-        }
-    }
-
     /// When [`Self::poll`] next has something to do, if ever without new input.
     pub fn poll_at(&self, is_member: impl Fn(&PeerId) -> bool) -> Option<Instant> {
         let public = self.nat == NatStatus::Public;
@@ -557,40 +433,11 @@ impl Reachability {
             .filter_map(|p| self.relays.next_due(p, public))
             .min();
         let punches = self.punching.values().map(|t| *t + PUNCH_TIMEOUT).min();
-        let redials = self.redial_at.values().copied().min();
-        let circuits = connections
-            .relayed_only()
-            .filter(|(peer, _, _)| is_member(peer) && self.has_circuit_addr(peer))
-            .filter_map(|(peer, opened, relay)| {
-                let limit = self.circuit_limits.get(&relay?)?;
-                let at = opened + limit.mul_f64(CIRCUIT_REFRESH_AT);
-                let again = self
-                    .circuit_refreshed
-                    .get(&peer)
-                    .map(|t| *t + limit.mul_f64(0.5));
-                Some(again.map_or(at, |a| a.max(at)))
-            })
-            .min();
-        [bootstrap, relays, punches, redials, circuits]
+        let members = self.members.poll_at(connections, is_member);
+        [bootstrap, relays, punches, members]
             .into_iter()
             .flatten()
             .min()
-    }
-
-    fn has_circuit_addr(&self, peer: &PeerId) -> bool {
-        self.known_addrs
-            .get(peer)
-            .is_some_and(|addrs| addrs.iter().any(is_relayed))
-    }
-
-    /// Dials a peer at its known addresses, direct ones first.
-    fn dial_member(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) {
-        addrs.sort_by_key(is_relayed);
-        self.actions.push(Action::Dial(Dial {
-            peer: Some(peer),
-            addrs,
-            purpose: DialPurpose::Member,
-        }));
     }
 }
 

@@ -18,7 +18,7 @@ pub const KEY_FILE: &str = "keys.age";
 /// The plaintext identity file of versions before the key file; imported and removed.
 const LEGACY_IDENTITY_FILE: &str = "identity.key";
 /// What the decrypted file starts with.
-const MAGIC: &str = "palaver-keys v1";
+const MAGIC: &str = palaver_proto::contract::labels::KEY_FILE_MAGIC;
 /// scrypt cost (log2 N) for new key files: about a second and 256 MiB here.
 pub const DEFAULT_LOG_N: u8 = 18;
 /// The costliest key file this node agrees to open (4 GiB of scrypt memory).
@@ -73,7 +73,7 @@ impl Keys {
         let secret = self.storage.to_string();
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose_secret().as_bytes())
             .unwrap_or_else(|_| unreachable_hmac());
-        mac.update(b"palaver/store-index/v1");
+        mac.update(palaver_proto::contract::labels::STORE_INDEX_KEY);
         mac.finalize().into_bytes().into()
     }
 

@@ -8,17 +8,13 @@ use std::time::Instant;
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{autonat, dcutr, gossipsub, identify, mdns, relay, rendezvous};
-use palaver_proto::ErrorCode;
-use palaver_proto::history;
+use palaver_proto::contract::{RELAY_HOP_PROTOCOL, RENDEZVOUS_PROTOCOL};
+use palaver_proto::{ErrorCode, history};
 
 use super::super::behaviour::{BehaviourEvent, room_of};
 use super::super::reachability::DialFailure;
 use super::EventLoop;
 use crate::api::{Answer, NatStatus};
-
-/// The protocols that make a peer a relay this node can use.
-const HOP_PROTOCOL: &str = "/libp2p/circuit/relay/0.2.0/hop";
-const RENDEZVOUS_PROTOCOL: &str = "/rendezvous/1.0.0";
 
 impl EventLoop {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -162,7 +158,7 @@ impl EventLoop {
         };
         tracing::debug!(%peer_id, agent = %info.agent_version, observed = %info.observed_addr, "identified");
         let offers = |p: &str| info.protocols.iter().any(|q| q.as_ref() == p);
-        let offers_relay = offers(HOP_PROTOCOL) && offers(RENDEZVOUS_PROTOCOL);
+        let offers_relay = offers(RELAY_HOP_PROTOCOL) && offers(RENDEZVOUS_PROTOCOL);
         self.reach.identified(peer_id, offers_relay, now);
     }
 

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use libp2p::core::transport::ListenerId;
 use libp2p::rendezvous::Namespace;
 use libp2p::{Multiaddr, PeerId};
-use palaver_proto::RoomName;
-use sha2::{Digest, Sha256};
+use palaver_proto::{RoomName, contract};
 
 use crate::api::{RelayStatus, ReservationState};
 
@@ -24,9 +23,7 @@ pub const RETRY: Duration = Duration::from_secs(5);
 /// The rendezvous namespace of a room: a hash, so the relay does not learn the
 /// name (though it can test guesses of it: pick unguessable names for privacy).
 pub fn namespace(room: &RoomName) -> Namespace {
-    let digest = Sha256::digest(format!("palaver room v1\0{room}").as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    Namespace::new(format!("palaver/{hex}"))
+    Namespace::new(contract::rendezvous_namespace(room))
         .unwrap_or_else(|_| Namespace::from_static("palaver/invalid"))
 }
 
