@@ -5,8 +5,8 @@
 
 mod behaviour;
 mod catch_up;
+mod catch_up_codec;
 mod event_loop;
-mod history_codec;
 mod reachability;
 mod serving;
 
@@ -19,9 +19,9 @@ use palaver_proto::history::Response;
 use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
-pub use event_loop::EventLoop;
 /// The catch-up codec, for tools and tests that speak `/palaver/history/1`.
-pub use history_codec::HistoryCodec;
+pub use catch_up_codec::CatchUpCodec;
+pub use event_loop::EventLoop;
 
 use crate::api::{Answer, Command, Event};
 use crate::store::worker::{self, StoreHandle, Tickets};

@@ -13,8 +13,8 @@
 //!   and counts.
 //!
 //! Layout (one column family):
-//! - `m` room-tag(16) ts(8, big-endian) id-tag(16) → sealed envelope
-//! - `s` `state` → sealed [`SavedState`] encoding
+//! - `m` room-tag(16) ts(8, big-endian) id-tag(16) → encrypted envelope
+//! - `s/state` → encrypted [`SavedState`] encoding
 
 pub mod key_file;
 pub mod parallel;
@@ -185,7 +185,7 @@ impl Store {
         key
     }
 
-    fn seal(&self, key: &[u8], data: &[u8]) -> Result<Vec<u8>, StoreError> {
+    fn encrypt_value(&self, key: &[u8], data: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut plaintext = Vec::with_capacity(VALUE_MAGIC.len() + 1 + key.len() + data.len());
         plaintext.extend_from_slice(VALUE_MAGIC);
         // Keys are at most MESSAGE_KEY_BYTES long.
@@ -195,19 +195,19 @@ impl Store {
         age::encrypt(&self.recipient, &plaintext).map_err(|e| StoreError::Encrypt(e.to_string()))
     }
 
-    /// Decrypts a value and checks that it was sealed under `key`; returns its data.
-    fn open_value(&self, key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    /// Decrypts a value and checks that it was encrypted under `key`; returns its data.
+    fn decrypt_value(&self, key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
         let plaintext = age::decrypt(&self.identity, value).ok()?;
         let rest = plaintext.strip_prefix(VALUE_MAGIC)?;
         let (&len, rest) = rest.split_first()?;
-        let (sealed_key, data) = rest.split_at_checked(usize::from(len))?;
-        (sealed_key == key).then(|| data.to_vec())
+        let (bound_key, data) = rest.split_at_checked(usize::from(len))?;
+        (bound_key == key).then(|| data.to_vec())
     }
 
     /// Opens a stored message and checks it against its key: genuine
     /// signature, same room, timestamp and id.
-    fn open_message(&self, key: &[u8], value: &[u8]) -> Option<Envelope> {
-        let data = self.open_value(key, value)?;
+    fn decrypt_message(&self, key: &[u8], value: &[u8]) -> Option<Envelope> {
+        let data = self.decrypt_value(key, value)?;
         let envelope = Envelope::open(&data).ok()?;
         let r = MessageRef {
             ts: envelope.payload().ts,
@@ -229,18 +229,18 @@ impl Store {
         for (key, held) in keys.iter().zip(self.db.multi_get(&keys)) {
             new.push(held?.is_none() && seen.insert(key.clone()));
         }
-        let to_seal: Vec<(&Vec<u8>, &Envelope)> = keys
+        let to_encrypt: Vec<(&Vec<u8>, &Envelope)> = keys
             .iter()
             .zip(envelopes)
             .zip(&new)
             .filter(|(_, new)| **new)
             .map(|(pair, _)| pair)
             .collect();
-        let sealed = parallel::map(&to_seal, |(key, envelope)| {
-            self.seal(key, envelope.as_bytes())
+        let encrypted = parallel::map(&to_encrypt, |(key, envelope)| {
+            self.encrypt_value(key, envelope.as_bytes())
         });
         let mut batch = WriteBatch::default();
-        for ((key, _), value) in to_seal.iter().zip(sealed) {
+        for ((key, _), value) in to_encrypt.iter().zip(encrypted) {
             batch.put(key, value?);
         }
         if !batch.is_empty() {
@@ -309,7 +309,7 @@ impl Store {
     pub fn latest(&self, room: &RoomName, limit: usize) -> Result<Page, StoreError> {
         let (mut rows, _) = self.newest(room, None, limit)?;
         rows.reverse();
-        let opened = parallel::map(&rows, |(k, v)| self.open_message(k, v));
+        let opened = parallel::map(&rows, |(k, v)| self.decrypt_message(k, v));
         let total = opened.len();
         let messages: Vec<Envelope> = opened.into_iter().flatten().collect();
         Ok(Page {
@@ -330,7 +330,7 @@ impl Store {
         // The id is inside the ciphertext; the signature need not be checked
         // to list it (the asker verifies what it fetches).
         let refs = parallel::map(&rows, |(k, v)| {
-            let data = self.open_value(k, v)?;
+            let data = self.decrypt_value(k, v)?;
             let id: MessageId = contract::message_id(&data);
             let ts = u64::from_be_bytes(k.get(1 + TAG_BYTES..1 + TAG_BYTES + 8)?.try_into().ok()?);
             let r = MessageRef { ts, id };
@@ -349,13 +349,13 @@ impl Store {
                 rows.push((key, value));
             }
         }
-        let opened = parallel::map(&rows, |(k, v)| self.open_message(k, v));
+        let opened = parallel::map(&rows, |(k, v)| self.decrypt_message(k, v));
         Ok(opened.into_iter().flatten().collect())
     }
 
     /// Remembers the nick and rooms.
     pub fn save_state(&self, state: &SavedState) -> Result<(), StoreError> {
-        let value = self.seal(STATE_KEY, &state.encode())?;
+        let value = self.encrypt_value(STATE_KEY, &state.encode())?;
         Ok(self.db.put(STATE_KEY, value)?)
     }
 
@@ -364,7 +364,7 @@ impl Store {
         match self.db.get(STATE_KEY)? {
             None => Ok(SavedState::default()),
             Some(value) => self
-                .open_value(STATE_KEY, &value)
+                .decrypt_value(STATE_KEY, &value)
                 .and_then(|data| SavedState::decode(&data))
                 .ok_or_else(|| StoreError::Db("the saved rooms and nick are corrupt".into())),
         }
@@ -380,7 +380,7 @@ pub fn message_ref(envelope: &Envelope) -> MessageRef {
 }
 
 /// Whether an envelope belongs in the history (chat, not presence).
-pub fn is_history(envelope: &Envelope) -> bool {
+pub fn is_chat(envelope: &Envelope) -> bool {
     matches!(envelope.payload().body, Body::Chat(_))
 }
 

@@ -10,7 +10,7 @@ use palaver_proto::RoomName;
 use palaver_proto::envelope::{Envelope, EnvelopeError};
 use palaver_proto::history::MessageRef;
 
-use crate::store::{is_history, message_ref, parallel};
+use crate::store::{is_chat, message_ref, parallel};
 
 pub use palaver_proto::contract::MAX_CLOCK_SKEW_MS;
 
@@ -82,7 +82,7 @@ pub fn fetched_page(
     let checked = parallel::map(envelopes, |bytes| {
         let envelope = Envelope::open(bytes).ok()?;
         let genuine = envelope.payload().room == *room
-            && is_history(&envelope)
+            && is_chat(&envelope)
             && asked.contains(&message_ref(&envelope));
         genuine.then_some(envelope)
     });

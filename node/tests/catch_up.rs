@@ -21,7 +21,7 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, SwarmBuilder};
-use palaver_node::network::HistoryCodec;
+use palaver_node::network::CatchUpCodec;
 use palaver_proto::envelope::Envelope;
 use palaver_proto::history::{MessageRef, PROTOCOL, Request, Response};
 use palaver_proto::wire::{Body, Payload};
@@ -157,7 +157,7 @@ fn a_message_sent_while_alone_reaches_members_who_come_later() {
 #[derive(NetworkBehaviour)]
 struct RawBehaviour {
     gossipsub: gossipsub::Behaviour,
-    history: request_response::Behaviour<HistoryCodec>,
+    history: request_response::Behaviour<CatchUpCodec>,
 }
 
 /// A bare libp2p peer in `lobby` (anonymous gossip, as nodes use, and the
@@ -180,7 +180,7 @@ fn raw_peer(key: Keypair, addr: Multiaddr) -> (libp2p::Swarm<RawBehaviour>, Iden
             )
             .unwrap(),
             history: request_response::Behaviour::with_codec(
-                HistoryCodec,
+                CatchUpCodec,
                 [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default(),
             ),

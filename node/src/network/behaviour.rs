@@ -11,7 +11,7 @@ use libp2p::{
 };
 use palaver_proto::contract;
 
-use super::history_codec::HistoryCodec;
+use super::catch_up_codec::CatchUpCodec;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -25,7 +25,7 @@ pub struct Behaviour {
     pub rendezvous: rendezvous::client::Behaviour,
     pub autonat: autonat::Behaviour,
     /// Catch-up: `/palaver/history/1`.
-    pub history: request_response::Behaviour<HistoryCodec>,
+    pub catch_up: request_response::Behaviour<CatchUpCodec>,
 }
 
 /// How long one catch-up request may take.
@@ -90,8 +90,8 @@ impl Behaviour {
                     ..Default::default()
                 },
             ),
-            history: request_response::Behaviour::with_codec(
-                HistoryCodec,
+            catch_up: request_response::Behaviour::with_codec(
+                CatchUpCodec,
                 [(
                     StreamProtocol::new(contract::HISTORY_PROTOCOL),
                     request_response::ProtocolSupport::Full,

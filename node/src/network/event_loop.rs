@@ -66,8 +66,9 @@ struct Pending {
     dials: HashMap<ConnectionId, Responder>,
     /// Live messages handed to the store thread, not yet judged.
     verifying: usize,
-    /// Own messages handed to the store, not yet replied to.
-    storing_own: usize,
+    /// Commands waiting for the store to answer them (own messages,
+    /// `/history`, saving the rooms and nick): quitting waits for them.
+    store_replies: usize,
     /// When to try again to save the rooms and nick the store was too busy for.
     save_retry: Option<Instant>,
     /// Events the console was too slow for.
@@ -204,12 +205,12 @@ impl EventLoop {
         joined
     }
 
-    /// Quitting is done once the goodbyes had their grace, and every own
-    /// message being stored got its reply (or a few seconds passed).
+    /// Quitting is done once the goodbyes had their grace, and every command
+    /// waiting for the store got its answer (or a few seconds passed).
     fn finished(&self) -> bool {
         let now = Instant::now();
         self.shutdown.as_ref().is_some_and(|s| {
-            now >= s.at && (self.pending.storing_own == 0 || now >= s.at + STORE_GRACE)
+            now >= s.at && (self.pending.store_replies == 0 || now >= s.at + STORE_GRACE)
         })
     }
 

@@ -21,7 +21,7 @@ use palaver_proto::envelope::Envelope;
 use palaver_proto::history::{MAX_FETCH, MAX_INVENTORY, MessageRef, Refusal, Request, Response};
 use tokio::sync::mpsc;
 
-use super::{Page, SavedState, Store, StoreError, is_history};
+use super::{Page, SavedState, Store, StoreError, is_chat};
 use crate::validation::{self, LiveCheck, Verdict};
 
 /// Most jobs waiting for the store; beyond this, callers are told it is busy.
@@ -288,7 +288,7 @@ fn serve<T: Tickets>(store: &Store, mut rx: mpsc::Receiver<Job<T>>, done: &mpsc:
                 Err(_) => break,
             }
         }
-        write_batch(store, open_all(writes, done), done);
+        write_batch(store, judge_live(writes, done), done);
     }
     tracing::debug!("store closed");
 }
@@ -302,7 +302,7 @@ enum Stored<T: Tickets> {
 /// Opens and judges the live messages among `writes` (on every core when
 /// there are many), sending each verdict at once; returns what is to be
 /// stored, in order.
-fn open_all<T: Tickets>(writes: Vec<Write<T>>, done: &mpsc::Sender<Done<T>>) -> Vec<Stored<T>> {
+fn judge_live<T: Tickets>(writes: Vec<Write<T>>, done: &mpsc::Sender<Done<T>>) -> Vec<Stored<T>> {
     let bytes: Vec<Option<&[u8]>> = writes
         .iter()
         .map(|w| match w {
@@ -328,7 +328,7 @@ fn open_all<T: Tickets>(writes: Vec<Write<T>>, done: &mpsc::Sender<Done<T>>) -> 
                 let opened = opened.unwrap_or_else(|| Envelope::open(&bytes));
                 let verdict = validation::live(&check, opened);
                 if let Verdict::Accept(envelope) = &verdict
-                    && is_history(envelope)
+                    && is_chat(envelope)
                 {
                     batch.push(Stored::Live(envelope.clone()));
                 }

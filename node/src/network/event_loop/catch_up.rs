@@ -32,7 +32,7 @@ impl EventLoop {
         }
         if let Some(request) = self.catch_ups.start(peer, room, Instant::now()) {
             tracing::debug!(%peer, %room, "catching up");
-            self.send_history_request(peer, request);
+            self.send_pull_request(peer, request);
         }
     }
 
@@ -62,35 +62,35 @@ impl EventLoop {
         });
         for (peer, request) in started {
             tracing::debug!(%peer, room = %request.room(), "pulling what was shed under load");
-            self.send_history_request(peer, request);
+            self.send_pull_request(peer, request);
         }
     }
 
-    fn send_history_request(&mut self, peer: PeerId, request: Request) {
+    fn send_pull_request(&mut self, peer: PeerId, request: Request) {
         let room = request.room().clone();
         let id: OutboundRequestId = self
             .swarm
             .behaviour_mut()
-            .history
+            .catch_up
             .send_request(&peer, request);
         self.catch_ups.sent(id, peer, room);
     }
 
     fn continue_pull(&mut self, key: &Key, next: Option<Request>) {
         match next {
-            Some(request) => self.send_history_request(key.0, request),
+            Some(request) => self.send_pull_request(key.0, request),
             None => tracing::debug!(peer = %key.0, room = %key.1, "caught up"),
         }
     }
 
     /// A request of ours failed (timeout, closed stream, bytes that did not decode).
-    pub(super) fn on_history_failure(&mut self, id: OutboundRequestId) {
+    pub(super) fn on_pull_failed(&mut self, id: OutboundRequestId) {
         if let Some(key) = self.catch_ups.answered(&id) {
             self.catch_ups.end(&key);
         }
     }
 
-    pub(super) fn on_history_response(
+    pub(super) fn on_pull_answer(
         &mut self,
         peer: PeerId,
         id: OutboundRequestId,
@@ -232,7 +232,7 @@ impl EventLoop {
         let _ = self
             .swarm
             .behaviour_mut()
-            .history
+            .catch_up
             .send_response(channel, response);
     }
 }

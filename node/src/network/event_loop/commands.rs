@@ -156,11 +156,15 @@ impl EventLoop {
             limit: usize::from(limit),
             ticket: reply,
         };
-        if let Err(Query::Latest { ticket, .. }) = self.store.query(query) {
-            let _ = ticket.send(Answer::refused(
-                ErrorCode::Busy,
-                "the history store is busy; try again",
-            ));
+        match self.store.query(query) {
+            Ok(()) => self.pending.store_replies += 1,
+            Err(Query::Latest { ticket, .. }) => {
+                let _ = ticket.send(Answer::refused(
+                    ErrorCode::Busy,
+                    "the history store is busy; try again",
+                ));
+            }
+            Err(_) => {}
         }
     }
 
@@ -170,6 +174,7 @@ impl EventLoop {
         reply: Responder,
         page: Result<Page, StoreError>,
     ) {
+        self.pending.store_replies = self.pending.store_replies.saturating_sub(1);
         let answer = match page {
             Ok(page) => Answer::History {
                 messages: page
@@ -196,16 +201,22 @@ impl EventLoop {
             nick: Some(self.rooms.nick().clone()),
             rooms: self.rooms.joined().cloned().collect(),
         };
+        let replies = usize::from(then.is_some());
         let query = Query::SaveState {
             state,
             ticket: then,
         };
         match self.store.query(query) {
-            Ok(()) => self.pending.save_retry = None,
+            Ok(()) => {
+                self.pending.save_retry = None;
+                self.pending.store_replies += replies;
+            }
             Err(Query::SaveState { ticket, .. }) => {
                 tracing::warn!("the history store is busy; the rooms and nick will be saved later");
                 self.pending.save_retry = Some(Instant::now() + SAVE_RETRY);
-                self.on_state_saved(ticket, Ok(()));
+                if let Some((reply, command)) = ticket {
+                    let _ = reply.send(Answer::Done(command));
+                }
             }
             Err(_) => {}
         }
@@ -221,6 +232,7 @@ impl EventLoop {
         }
         // The command took effect either way; only remembering it failed.
         if let Some((reply, command)) = then {
+            self.pending.store_replies = self.pending.store_replies.saturating_sub(1);
             let _ = reply.send(Answer::Done(command));
         }
     }

@@ -7,7 +7,7 @@
 //! only once stored is it shown ([`EventLoop::on_live_stored`]), through the
 //! room's order ([`EventLoop::show_live`]) to a `message` event.
 //!
-//! Sent: `/send` seals the payload ([`EventLoop::send`]), the store keeps it,
+//! Sent: `/send` signs the payload ([`EventLoop::send`]), the store keeps it,
 //! and once it is stored it is published and `sent` answered
 //! ([`EventLoop::on_own_stored`]).
 
@@ -116,7 +116,7 @@ impl EventLoop {
             }
             Verdict::Accept(envelope) => {
                 self.judge(&id, &from, Accept);
-                if !crate::store::is_history(&envelope) {
+                if !crate::store::is_chat(&envelope) {
                     self.show_live(&envelope, true);
                 }
             }
@@ -184,7 +184,7 @@ impl EventLoop {
             ));
             return;
         }
-        let envelope = match self.seal(&room, Body::Chat(text)) {
+        let envelope = match self.sign(&room, Body::Chat(text)) {
             Ok(envelope) => envelope,
             Err(e) => {
                 let _ = reply.send(Answer::refused(
@@ -198,7 +198,7 @@ impl EventLoop {
         self.rooms.published(&room, Instant::now());
         self.rooms.observe(&room, envelope.payload().ts);
         match self.store.own(envelope, reply) {
-            Ok(()) => self.pending.storing_own += 1,
+            Ok(()) => self.pending.store_replies += 1,
             Err(reply) => {
                 let _ = reply.send(Answer::refused(
                     ErrorCode::Busy,
@@ -214,7 +214,7 @@ impl EventLoop {
         reply: Responder,
         result: Result<(), crate::store::StoreError>,
     ) {
-        self.pending.storing_own = self.pending.storing_own.saturating_sub(1);
+        self.pending.store_replies = self.pending.store_replies.saturating_sub(1);
         let room = envelope.payload().room.clone();
         if let Err(e) = result {
             let _ = reply.send(Answer::refused(
@@ -235,7 +235,7 @@ impl EventLoop {
     }
 
     /// Signs this node's next payload in `room`.
-    fn seal(&mut self, room: &RoomName, body: Body) -> Result<Envelope, String> {
+    fn sign(&mut self, room: &RoomName, body: Body) -> Result<Envelope, String> {
         let Some(payload) = self.rooms.outgoing(room, body, unix_ms()) else {
             return Err(format!("not in room {room}"));
         };
@@ -249,7 +249,7 @@ impl EventLoop {
     /// `room`. Returns how many connected peers are in the room. Nobody to
     /// send to is not an error: the payload simply reaches no one (peers 0).
     pub(super) fn publish(&mut self, room: &RoomName, body: Body) -> Result<usize, String> {
-        let envelope = self.seal(room, body)?;
+        let envelope = self.sign(room, body)?;
         let peers = self.gossip(room, &envelope)?;
         if peers > 0 {
             self.rooms.published(room, Instant::now());
@@ -257,7 +257,7 @@ impl EventLoop {
         Ok(peers)
     }
 
-    /// Gossips a sealed envelope in `room`; returns how many connected peers are in it.
+    /// Gossips a signed envelope in `room`; returns how many connected peers are in it.
     fn gossip(&mut self, room: &RoomName, envelope: &Envelope) -> Result<usize, String> {
         let data = envelope.as_bytes().to_vec();
         let topic = topic(room);

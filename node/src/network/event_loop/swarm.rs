@@ -28,7 +28,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
             SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(e)) => self.on_rendezvous(e, now),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
-            SwarmEvent::Behaviour(BehaviourEvent::History(e)) => self.on_history(e),
+            SwarmEvent::Behaviour(BehaviourEvent::CatchUp(e)) => self.on_catch_up(e),
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -228,7 +228,7 @@ impl EventLoop {
         }
     }
 
-    fn on_history(
+    fn on_catch_up(
         &mut self,
         event: libp2p::request_response::Event<history::Request, history::Response>,
     ) {
@@ -250,7 +250,7 @@ impl EventLoop {
                         response,
                     },
                 ..
-            } => self.on_history_response(peer, request_id, response),
+            } => self.on_pull_answer(peer, request_id, response),
             E::OutboundFailure {
                 peer,
                 request_id,
@@ -258,7 +258,7 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer, "catch-up request failed: {error}");
-                self.on_history_failure(request_id);
+                self.on_pull_failed(request_id);
             }
             E::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "catch-up request from a peer failed: {error}");

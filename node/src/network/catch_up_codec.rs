@@ -9,7 +9,7 @@ use libp2p::StreamProtocol;
 use palaver_proto::history::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, Request, Response};
 
 #[derive(Debug, Clone, Default)]
-pub struct HistoryCodec;
+pub struct CatchUpCodec;
 
 async fn read_all<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -27,7 +27,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-impl libp2p::request_response::Codec for HistoryCodec {
+impl libp2p::request_response::Codec for CatchUpCodec {
     type Protocol = StreamProtocol;
     type Request = Request;
     type Response = Response;
