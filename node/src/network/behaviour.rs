@@ -29,9 +29,9 @@ pub struct Behaviour {
 }
 
 /// How long one catch-up request may take.
-const HISTORY_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-/// Catch-up streams open at once on one connection, each way.
-const HISTORY_STREAMS_PER_CONNECTION: usize = 4;
+const CATCH_UP_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Catch-up streams open at once on one connection, both directions together.
+const CATCH_UP_STREAMS_PER_CONNECTION: usize = 4;
 
 /// Why the behaviour could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +97,8 @@ impl Behaviour {
                     request_response::ProtocolSupport::Full,
                 )],
                 request_response::Config::default()
-                    .with_request_timeout(HISTORY_REQUEST_TIMEOUT)
-                    .with_max_concurrent_streams(HISTORY_STREAMS_PER_CONNECTION),
+                    .with_request_timeout(CATCH_UP_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(CATCH_UP_STREAMS_PER_CONNECTION),
             ),
         })
     }

@@ -452,6 +452,22 @@ mod tests {
     }
 
     #[test]
+    fn owed_shed_messages_are_looked_at_on_a_schedule_not_on_every_event() {
+        let mut c = CatchUps::default();
+        let now = Instant::now();
+        assert_eq!(c.poll_at(), None, "nothing owed, nothing to wake for");
+        c.shed(PeerId::random(), &room(), 10, now);
+        assert_eq!(c.poll_at(), Some(now + SHED_CHECK));
+        // Still under load: nothing starts, and the next look is one period on.
+        let later = now + SHED_CHECK;
+        assert!(c.start_shed(later, false, |_| true).is_empty());
+        assert_eq!(c.poll_at(), Some(later + SHED_CHECK));
+        // Eased: the pull starts, and nothing is owed any more.
+        assert_eq!(c.start_shed(later + SHED_CHECK, true, |_| true).len(), 1);
+        assert_eq!(c.poll_at(), None);
+    }
+
+    #[test]
     fn pulls_are_bounded_per_room_and_in_all() {
         let mut c = CatchUps::default();
         let now = Instant::now();

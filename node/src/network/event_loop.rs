@@ -91,8 +91,7 @@ pub struct EventLoop {
     serving: Serving,
     pending: Pending,
     shutdown: Option<Shutdown>,
-    /// When the timer last fired.
-    timer_fired: Instant,
+    timer: Timer,
     /// What `run` starts with.
     start: Start,
 }
@@ -103,6 +102,16 @@ impl std::fmt::Debug for EventLoop {
             .field("local", self.swarm.local_peer_id())
             .finish_non_exhaustive()
     }
+}
+
+/// What the loop's one timer knows.
+#[derive(Debug)]
+struct Timer {
+    /// When it last fired.
+    fired: Instant,
+    /// Reachability's next deadline, as of its last input: asking costs a
+    /// walk over the connections, too much for every gossip message.
+    reach_at: Option<Instant>,
 }
 
 /// What [`EventLoop::run`] starts with.
@@ -139,7 +148,10 @@ impl EventLoop {
             commands: Some(commands),
             events,
             shutdown: None,
-            timer_fired: now,
+            timer: Timer {
+                fired: now,
+                reach_at: None,
+            },
             swarm,
         }
     }
@@ -153,6 +165,7 @@ impl EventLoop {
         let start = std::mem::take(&mut self.start);
         self.wait_for_listeners(start.listeners).await;
         let rooms = self.rejoin(start.rejoin);
+        self.apply_reach_actions();
         let ready = Event::Ready {
             peer: self.local(),
             nick: self.rooms.nick().clone(),
@@ -216,7 +229,6 @@ impl EventLoop {
 
     /// The earliest deadline of any core, of a save to retry, or of quitting.
     fn next_wake(&self) -> Instant {
-        let rooms = &self.rooms;
         let quitting = self.shutdown.as_ref().map(|s| {
             if Instant::now() < s.at {
                 s.at
@@ -226,7 +238,7 @@ impl EventLoop {
         });
         let deadlines = [
             self.rooms.poll_at(),
-            self.reach.poll_at(|p| rooms.is_member_anywhere(p)),
+            self.timer.reach_at,
             self.catch_ups.poll_at(),
             self.pending.save_retry,
             quitting,
@@ -236,13 +248,13 @@ impl EventLoop {
             .flatten()
             .min()
             .unwrap_or_else(|| Instant::now() + IDLE_WAKE);
-        earliest.max(self.timer_fired + MIN_TIMER_GAP)
+        earliest.max(self.timer.fired + MIN_TIMER_GAP)
     }
 
     /// A deadline passed: every core does what is due.
     fn on_timer(&mut self) {
         let now = Instant::now();
-        self.timer_fired = now;
+        self.timer.fired = now;
         if self.pending.save_retry.is_some_and(|at| at <= now) {
             self.save_state(None);
         }
@@ -258,6 +270,12 @@ impl EventLoop {
             self.retry_catch_ups(now);
             self.recover_shed(now);
         }
+    }
+
+    /// Reachability took input: its next deadline may have moved.
+    pub(super) fn reach_changed(&mut self) {
+        let rooms = &self.rooms;
+        self.timer.reach_at = self.reach.poll_at(|p| rooms.is_member_anywhere(p));
     }
 
     /// Hands an event to the console without ever waiting for it.

@@ -233,3 +233,34 @@ fn leaving_the_current_room_falls_back_to_another() {
     assert_eq!(rooms.current().map(|r| r.as_str()), Some("lobby"));
     assert!(!rooms.leave(&"b".parse().unwrap()));
 }
+
+#[test]
+fn the_next_deadline_is_never_later_than_a_beacon_a_gap_or_a_timeout() {
+    let (mut rooms, bob, now) = setup();
+    assert!(rooms.poll_at().is_some_and(|t| t <= now + BEACON_INTERVAL));
+    // A newcomer hurries the beacon.
+    rooms.on_payload(bob, "a".into(), chat(0, "hi"), now);
+    assert!(rooms.poll_at().is_some_and(|t| t <= now + Duration::from_millis(1000)));
+    // A payload held for a gap wakes the rooms when the gap expires.
+    let later = now + Duration::from_secs(1);
+    let (events, _) = rooms.tick(later);
+    assert!(events.is_empty());
+    rooms.on_payload(bob, "c".into(), chat(2, "early"), later);
+    assert!(rooms.poll_at().is_some_and(|t| t <= later + GAP_WAIT));
+    let (events, _) = rooms.tick(later + GAP_WAIT);
+    assert_eq!(texts(&events), ["early"]);
+    // Then the member's timeout, however long beacons are put off.
+    let quiet = later + GAP_WAIT;
+    assert!(rooms.poll_at().is_some_and(|t| t <= quiet + MEMBER_TIMEOUT));
+    let mut t = quiet;
+    let mut left = false;
+    while t < quiet + MEMBER_TIMEOUT + BEACON_INTERVAL {
+        t = rooms.poll_at().unwrap().max(t + Duration::from_millis(1));
+        left |= rooms
+            .tick(t)
+            .0
+            .iter()
+            .any(|e| matches!(e, Event::Left { .. }));
+    }
+    assert!(left, "the silent member timed out by its deadline");
+}

@@ -15,11 +15,13 @@ use super::EventLoop;
 const DISCOVER_LIMIT: u64 = 200;
 
 impl EventLoop {
-    /// Applies every action reachability queued, in order.
+    /// Applies every action reachability queued, in order; reachability
+    /// had input, so its next deadline is asked again.
     pub(super) fn apply_reach_actions(&mut self) {
         for action in self.reach.take_actions() {
             self.apply(action);
         }
+        self.reach_changed();
     }
 
     fn apply(&mut self, action: Action) {

@@ -19,6 +19,8 @@ use crate::api::{Answer, NatStatus};
 impl EventLoop {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         let now = Instant::now();
+        // Gossip (the bulk of events) gives reachability no input.
+        let reach_input = !matches!(event, SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(_)));
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossipsub(e),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(e)) => self.on_mdns(e),
@@ -78,7 +80,9 @@ impl EventLoop {
             }
             other => tracing::trace!(?other, "swarm event"),
         }
-        self.apply_reach_actions();
+        if reach_input {
+            self.apply_reach_actions();
+        }
     }
 
     fn on_connection_established(
