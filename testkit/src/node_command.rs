@@ -82,6 +82,20 @@ impl NodeCommand {
         self
     }
 
+    /// Sets environment variables (after the kit's own, so they win).
+    pub fn envs<I, K, V>(mut self, vars: I) -> NodeCommand
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        self.env.extend(
+            vars.into_iter()
+                .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
+        );
+        self
+    }
+
     /// The passphrase given in `PALAVER_PASSPHRASE`.
     pub fn passphrase(mut self, passphrase: &str) -> NodeCommand {
         self.passphrase = Some(passphrase.to_owned());
