@@ -12,8 +12,9 @@
 //!   on output lines with deadlines (never fixed sleeps), and fails the test
 //!   by panicking;
 //! - [`RelayCommand`] and [`Relay`] do the same for the relay;
-//! - [`raw_peer`] builds a bare libp2p peer that speaks a node's gossip and
-//!   catch-up protocols, for tests that play a hostile or minimal peer;
+//! - `raw_peer` (feature `raw-peer`) builds a bare libp2p peer that speaks a
+//!   node's gossip and catch-up protocols, for tests that play a hostile or
+//!   minimal peer;
 //! - [`Output`] reads a node's output lines into `palaver_proto`'s own
 //!   [`Reply`](palaver_proto::line::Reply) and [`Event`](palaver_proto::line::Event).
 //!
@@ -26,6 +27,7 @@ pub mod node;
 pub mod node_command;
 pub mod node_process;
 pub mod output;
+#[cfg(feature = "raw-peer")]
 pub mod raw_peer;
 pub mod relay;
 pub mod run_to_end;
