@@ -18,8 +18,8 @@ pub struct Line {
     pub source: usize,
     /// When the reader thread read it.
     pub at: Instant,
-    /// The line as JSON. A line that is not JSON (a relay without `--json`
-    /// prints bare addresses) is kept as a JSON string holding its text.
+    /// The line as JSON. A line that is not JSON (a node prints none with
+    /// `--json`) is kept as a JSON string holding its text.
     pub value: Value,
 }
 
@@ -49,6 +49,20 @@ pub fn read_lines(
     source: usize,
     lines: Sender<Line>,
 ) -> Receiver<()> {
+    forward_lines(stdout, lines, move |at, text| Line::parse(source, at, text))
+}
+
+/// Like [`read_lines`], each line's text as read, for output that is not
+/// JSON lines.
+pub fn read_text_lines(stdout: impl Read + Send + 'static, lines: Sender<String>) -> Receiver<()> {
+    forward_lines(stdout, lines, |_, text| text.to_owned())
+}
+
+fn forward_lines<T: Send + 'static>(
+    stdout: impl Read + Send + 'static,
+    lines: Sender<T>,
+    make: impl Fn(Instant, &str) -> T + Send + 'static,
+) -> Receiver<()> {
     let (ended, stdout_ended) = channel::<()>();
     std::thread::spawn(move || {
         // Dropped when the thread ends: that disconnects `stdout_ended`.
@@ -56,7 +70,7 @@ pub fn read_lines(
         for text in BufReader::new(stdout).lines() {
             let at = Instant::now();
             let Ok(text) = text else { break };
-            if lines.send(Line::parse(source, at, &text)).is_err() {
+            if lines.send(make(at, &text)).is_err() {
                 break;
             }
         }
@@ -74,10 +88,10 @@ mod tests {
         let json = Line::parse(3, at, r#"{"event":"ready","peer_id":"p"}"#);
         assert_eq!((json.source, json.event()), (3, "ready"));
         assert!(!json.is_text());
-        let text = Line::parse(0, at, "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW");
+        let text = Line::parse(0, at, "thread 'main' panicked");
         assert!(text.is_text());
         assert_eq!(text.event(), "");
-        assert_eq!(text.value, "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW");
+        assert_eq!(text.value, "thread 'main' panicked");
     }
 
     #[test]
@@ -89,5 +103,14 @@ mod tests {
         assert!(got.iter().all(|l| l.source == 7));
         assert_eq!(got[1].value, "plain");
         assert!(ended.recv().is_err(), "disconnected at the end of stdout");
+    }
+
+    #[test]
+    fn text_lines_are_passed_on_as_read() {
+        let (tx, rx) = channel();
+        let ended = read_text_lines(&b"/ip4/127.0.0.1/tcp/1\n{\"event\":\"x\"}\n"[..], tx);
+        let got: Vec<String> = rx.iter().collect();
+        assert_eq!(got, ["/ip4/127.0.0.1/tcp/1", r#"{"event":"x"}"#]);
+        assert!(ended.recv().is_err());
     }
 }

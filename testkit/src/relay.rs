@@ -16,7 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-use crate::lines::{Line, read_lines};
+use crate::lines::read_text_lines;
 use crate::log_file::tail;
 use crate::run_to_end::run_to_end;
 use crate::{PROMPT, binary};
@@ -129,15 +129,15 @@ impl RelayCommand {
         let stdout = stdout.ok_or_else(|| anyhow!("no stdout from the relay"))?;
         let (tx, lines) = channel();
         // The relay's exit is seen by waiting for it, not by its stdout's end.
-        drop(read_lines(stdout, 0, tx));
+        drop(read_text_lines(stdout, tx));
         let deadline = Instant::now() + PROMPT;
         while relay.addrs.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
                 Ok(line) => {
                     let addr = listening_addr(&line)
-                        .ok_or_else(|| anyhow!("the relay printed {}", line.value))?;
-                    relay.addrs.push(addr);
+                        .ok_or_else(|| anyhow!("the relay printed {line:?}"))?;
+                    relay.addrs.push(addr.to_string());
                 }
                 Err(e) => {
                     let why = match e {
@@ -169,16 +169,19 @@ impl RelayCommand {
     }
 }
 
-/// The address a relay's output line gives: the `addr` of a `listening`
-/// line with `--json`, the line itself without.
-fn listening_addr(line: &Line) -> Option<String> {
-    if line.is_text() {
-        return line.value.as_str().map(str::to_owned);
+/// The address a relay's output line gives: the `addr` of a
+/// `{"event":"listening","addr":…}` line with `--json`, the line itself
+/// without.
+fn listening_addr(line: &str) -> Option<Multiaddr> {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) => {
+            if v.get("event")?.as_str()? != "listening" {
+                return None;
+            }
+            v.get("addr")?.as_str()?.parse().ok()
+        }
+        Err(_) => line.parse().ok(),
     }
-    if line.event() != "listening" {
-        return None;
-    }
-    line.value["addr"].as_str().map(str::to_owned)
 }
 
 /// A running relay (see the module docs).
@@ -228,7 +231,7 @@ impl Relay {
             .iter()
             .filter_map(|a| a.parse::<Multiaddr>().ok())
         {
-            if is_plain_tcp(&addr)
+            if is_tcp(&addr)
                 && let Some(peer) = peer_of(&addr)
             {
                 return Ok((addr, peer));
@@ -264,7 +267,8 @@ impl Drop for Relay {
     }
 }
 
-fn is_plain_tcp(addr: &Multiaddr) -> bool {
+/// Whether `addr` is plain TCP (no WebSocket, no relayed circuit).
+fn is_tcp(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
         && !addr
             .iter()
@@ -283,41 +287,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_address_is_read_from_a_listening_line_or_a_bare_line() {
-        let at = Instant::now();
-        let json = Line::parse(
-            0,
-            at,
-            r#"{"event":"listening","addr":"/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW"}"#,
+    fn the_relays_tcp_address_is_read_from_its_listening_line() {
+        let peer = PeerId::random();
+        let tcp = format!(r#"{{"event":"listening","addr":"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"}}"#);
+        let quic = format!(
+            r#"{{"event":"listening","addr":"/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{peer}"}}"#
         );
-        assert_eq!(
-            listening_addr(&json).as_deref(),
-            Some("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW")
-        );
-        let bare = Line::parse(0, at, "/ip4/127.0.0.1/udp/9/quic-v1/p2p/12D3KooW");
-        assert_eq!(
-            listening_addr(&bare).as_deref(),
-            Some("/ip4/127.0.0.1/udp/9/quic-v1/p2p/12D3KooW")
-        );
-        let other = Line::parse(0, at, r#"{"event":"other","addr":"/ip4/1.2.3.4/tcp/1"}"#);
-        assert!(listening_addr(&other).is_none());
+        let addr = listening_addr(&tcp).unwrap();
+        assert!(is_tcp(&addr));
+        assert_eq!(peer_of(&addr), Some(peer));
+        assert!(!is_tcp(&listening_addr(&quic).unwrap()));
+        assert!(listening_addr(r#"{"event":"other","addr":"/ip4/1.2.3.4/tcp/1"}"#).is_none());
+        assert!(listening_addr("not json").is_none());
     }
 
     #[test]
-    fn the_tcp_target_is_the_plain_tcp_address_with_its_peer() {
-        let peer = PeerId::random();
-        let tcp: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")
-            .parse()
-            .unwrap();
-        let quic: Multiaddr = format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{peer}")
-            .parse()
-            .unwrap();
-        let ws: Multiaddr = format!("/ip4/127.0.0.1/tcp/4002/ws/p2p/{peer}")
-            .parse()
-            .unwrap();
-        assert!(is_plain_tcp(&tcp));
-        assert!(!is_plain_tcp(&quic) && !is_plain_tcp(&ws));
-        assert_eq!(peer_of(&tcp), Some(peer));
-        assert_eq!(peer_of(&"/ip4/1.2.3.4/tcp/1".parse().unwrap()), None);
+    fn without_json_the_line_is_the_address() {
+        let line =
+            "/ip4/127.0.0.1/udp/9/quic-v1/p2p/12D3KooWLbmkW4nDzbxnbNMqRjUTbPYrGV6bvN6orpEwvPKtp5WJ";
+        let addr = listening_addr(line).unwrap();
+        assert_eq!(addr.to_string(), line, "the address as printed");
+        let ws: Multiaddr = "/ip4/127.0.0.1/tcp/4002/ws".parse().unwrap();
+        assert!(!is_tcp(&ws));
+        assert_eq!(peer_of(&ws), None);
     }
 }
