@@ -1,57 +1,39 @@
 //! Real `node` processes driven through their line protocol, as scripts and
-//! bots drive them. Every output line is timestamped by a reader thread the
-//! moment it is read and funnelled into one channel, so a benchmark measures
-//! from the command it writes to the event another process prints.
+//! bots drive them, started by the test kit. Every node's output lines,
+//! timestamped by the kit's reader threads the moment they are read, are
+//! funnelled into one channel, so a benchmark measures from the command it
+//! writes to the event another process prints.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use serde_json::Value;
+use palaver_testkit::output::REPLIES;
+use palaver_testkit::{NodeCommand, NodeProcess, PROMPT, Ready, TEST_KDF_LOG_N};
 
-/// The passphrase benchmark nodes unlock their keys with.
-pub const PASSPHRASE: &str = "bench passphrase, not a secret";
-/// scrypt cost of a key file made for a benchmark: cheap (the default is 18).
-pub const CHEAP_KDF_LOG_N: u8 = 10;
-/// Bounds a wait for something a healthy node does promptly.
-pub const PROMPT: Duration = Duration::from_secs(30);
+pub use palaver_testkit::Line;
 
-/// One line a node printed.
+/// A running node of a cluster.
 #[derive(Debug)]
-pub struct Line {
-    /// Index of the node in its cluster.
-    pub node: usize,
-    /// When the reader thread read it.
-    pub at: Instant,
-    pub value: Value,
-}
-
-impl Line {
-    pub fn event(&self) -> &str {
-        self.value["event"].as_str().unwrap_or("")
-    }
-}
-
-/// A running node.
-#[derive(Debug)]
-pub struct NodeProcess {
+pub struct ClusterNode {
     pub name: String,
     pub peer_id: String,
     pub listen: Vec<String>,
-    /// When it was spawned and when it printed `ready`.
-    pub spawned_at: Instant,
+    /// When it printed `ready`.
     pub ready_at: Instant,
-    child: Child,
-    stdin: Option<ChildStdin>,
+    process: NodeProcess,
 }
 
-impl NodeProcess {
+impl ClusterNode {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
+    }
+
+    /// When it was spawned.
+    pub fn spawned_at(&self) -> Instant {
+        self.process.spawned_at
     }
 
     /// The listen address using `transport` ("quic-v1" or "tcp").
@@ -81,7 +63,7 @@ impl Spawn {
         Self {
             name: name.into(),
             args: args.iter().map(|s| (*s).to_owned()).collect(),
-            kdf_log_n: CHEAP_KDF_LOG_N,
+            kdf_log_n: TEST_KDF_LOG_N,
             reuse_data_dir: false,
         }
     }
@@ -92,7 +74,7 @@ impl Spawn {
 pub struct Cluster {
     node_bin: PathBuf,
     work_dir: PathBuf,
-    pub nodes: Vec<NodeProcess>,
+    pub nodes: Vec<ClusterNode>,
     tx: Sender<Line>,
     rx: Receiver<Line>,
     backlog: VecDeque<Line>,
@@ -120,72 +102,33 @@ impl Cluster {
         if !spawn.reuse_data_dir {
             let _ = std::fs::remove_dir_all(&data_dir);
         }
-        let stderr = std::fs::File::create(self.work_dir.join(format!("{}.stderr", spawn.name)))?;
-        let spawned_at = Instant::now();
-        let mut child = Command::new(&self.node_bin)
-            .args(["--json", "--no-mdns", "--nick", &spawn.name, "--data-dir"])
-            .arg(&data_dir)
+        let process = NodeCommand::new(&self.node_bin, data_dir)
+            .args(["--json", "--no-mdns", "--nick", &spawn.name])
             .args(&spawn.args)
-            .env("PALAVER_PASSPHRASE", PASSPHRASE)
-            .env("PALAVER_KDF_LOG_N", spawn.kdf_log_n.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("start {}", self.node_bin.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let at = Instant::now();
-                let Ok(line) = line else { break };
-                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                if tx
-                    .send(Line {
-                        node: index,
-                        at,
-                        value,
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        self.nodes.push(NodeProcess {
+            .kdf_log_n(spawn.kdf_log_n)
+            .log("warn")
+            .spawn(index, self.tx.clone())?;
+        // Taken before the wait, so that late lines of a node that failed to
+        // start never pass for a later one's.
+        self.nodes.push(ClusterNode {
             name: spawn.name.clone(),
             peer_id: String::new(),
             listen: Vec::new(),
-            spawned_at,
-            ready_at: spawned_at,
-            child,
-            stdin,
+            ready_at: process.spawned_at,
+            process,
         });
-        let ready = self
-            .wait(PROMPT, |l| l.node == index)
-            .with_context(|| format!("{}: no output (see its .stderr)", spawn.name))?;
-        if ready.event() != "ready" {
-            bail!("{}: first line is not ready: {}", spawn.name, ready.value);
-        }
+        let ready = self.wait(PROMPT, |l| l.source == index).with_context(|| {
+            format!(
+                "{}: no output; its stderr: {}",
+                spawn.name,
+                self.nodes[index].process.stderr_tail()
+            )
+        })?;
+        let parsed = Ready::from_value(&ready.value).with_context(|| spawn.name.clone())?;
         let node = &mut self.nodes[index];
         node.ready_at = ready.at;
-        node.peer_id = ready.value["peer_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        node.listen = ready.value["listen"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        node.peer_id = parsed.peer_id;
+        node.listen = parsed.listen;
         Ok(index)
     }
 
@@ -195,14 +138,9 @@ impl Cluster {
             .nodes
             .get_mut(i)
             .ok_or_else(|| anyhow!("no node {i}"))?;
-        let stdin = node
-            .stdin
-            .as_mut()
-            .ok_or_else(|| anyhow!("{}: stdin closed", node.name))?;
-        stdin.write_all(line.as_bytes())?;
-        stdin.write_all(b"\n")?;
-        stdin.flush()?;
-        Ok(())
+        node.process
+            .send_line(line)
+            .with_context(|| node.name.clone())
     }
 
     /// The next line from any node, or None after `timeout`.
@@ -252,12 +190,9 @@ impl Cluster {
     /// Sends a command to node `i` and waits for its reply (`ok`, `sent`, …
     /// or `error`, which is an error here).
     pub fn command(&mut self, i: usize, line: &str) -> anyhow::Result<Line> {
-        const REPLIES: &[&str] = &[
-            "ok", "sent", "rooms", "who", "peers", "history", "id", "error",
-        ];
         self.send(i, line)?;
         let reply = self
-            .wait(PROMPT, |l| l.node == i && REPLIES.contains(&l.event()))
+            .wait(PROMPT, |l| l.source == i && REPLIES.contains(&l.event()))
             .with_context(|| format!("node {i}: no reply to {line}"))?;
         if reply.event() == "error" {
             bail!("node {i}: {line}: {}", reply.value);
@@ -272,33 +207,20 @@ impl Cluster {
 
     /// Quits every node (`/quit`, then a kill after 10 s) and waits for them.
     /// Their indices stay taken, so late lines of a stopped node never pass
-    /// for a later one's.
+    /// for a later one's. (Dropping the cluster kills them.)
     pub fn stop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut stdin) = node.stdin.take() {
-                let _ = stdin.write_all(b"/quit\n");
-            }
+            // A node stopped before has its stdin closed already.
+            let _ = node.process.send_line("/quit");
+            node.process.close_stdin();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         for node in &mut self.nodes {
-            while Instant::now() < deadline {
-                if !matches!(node.child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if node.process.wait_exit(left).is_err() {
+                node.process.kill();
             }
-            let _ = node.child.kill();
-            let _ = node.child.wait();
         }
         self.clear();
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
-        }
     }
 }

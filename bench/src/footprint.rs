@@ -40,7 +40,7 @@ const LISTEN: [&str; 4] = [
 fn start_ms(cluster: &mut Cluster, spawn: &Spawn) -> anyhow::Result<f64> {
     let i = cluster.start(spawn)?;
     let n = &cluster.nodes[i];
-    let took = n.ready_at.duration_since(n.spawned_at).as_secs_f64() * 1e3;
+    let took = n.ready_at.duration_since(n.spawned_at()).as_secs_f64() * 1e3;
     cluster.stop();
     Ok(took)
 }

@@ -211,7 +211,8 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
     let relay = absolute(&cli.bin_dir.join("relay"))?;
     let work = match &cli.work_dir {
         Some(w) => w.clone(),
-        None => std::env::temp_dir().join(format!("palaver-bench-{}", std::process::id())),
+        // Its own folder in the temp dir; those of runs that died are removed.
+        None => palaver_testkit::scratch::process_dir("palaver-bench")?,
     };
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;

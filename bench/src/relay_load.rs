@@ -285,7 +285,7 @@ pub fn run(options: &Options) -> anyhow::Result<Figures> {
     for r in [echo_probes, discover_probe, relay_discover_probe, runtime] {
         r.shutdown_timeout(Duration::from_secs(5));
     }
-    let exited = relay.child.try_wait().ok().flatten();
+    let exited = relay.try_wait();
     drop(relay);
     let mut figures = result?;
     if let Some(status) = exited {
@@ -303,7 +303,7 @@ async fn measure(
     probe_runtimes: &[Handle; 3],
 ) -> anyhow::Result<Figures> {
     let runtime = [Handle::current()];
-    let pid = relay.child.id();
+    let pid = relay.pid();
     let target = relay.target.clone();
     let mut f = Figures {
         namespaces: ROOMS.min(options.rendezvous_peers.max(1)),
@@ -479,7 +479,7 @@ async fn measure(
     let memory = procfs::memory(pid)?;
     f.relay_rss_loaded_mib = loaded.max(memory.rss_mib);
     f.relay_peak_rss_mib = memory.peak_rss_mib;
-    if let Ok(Some(status)) = relay.child.try_wait() {
+    if let Some(status) = relay.try_wait() {
         bail!("the relay exited under load ({status}); see its log in the work directory");
     }
     let deadline = until + GRACE + Duration::from_secs(5);

@@ -117,7 +117,7 @@ impl Tally<'_> {
                     return;
                 };
                 if let Some(arrived) = self.arrivals.get_mut(seq)
-                    && arrived.insert(line.node, line.at).is_none()
+                    && arrived.insert(line.source, line.at).is_none()
                 {
                     self.deliveries += 1;
                 }

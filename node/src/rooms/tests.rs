@@ -240,7 +240,11 @@ fn the_next_deadline_is_never_later_than_a_beacon_a_gap_or_a_timeout() {
     assert!(rooms.poll_at().is_some_and(|t| t <= now + BEACON_INTERVAL));
     // A newcomer hurries the beacon.
     rooms.on_payload(bob, "a".into(), chat(0, "hi"), now);
-    assert!(rooms.poll_at().is_some_and(|t| t <= now + Duration::from_millis(1000)));
+    assert!(
+        rooms
+            .poll_at()
+            .is_some_and(|t| t <= now + Duration::from_millis(1000))
+    );
     // A payload held for a gap wakes the rooms when the gap expires.
     let later = now + Duration::from_secs(1);
     let (events, _) = rooms.tick(later);

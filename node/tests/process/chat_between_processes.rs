@@ -1,20 +1,10 @@
 //! Several real `node` processes on loopback chatting in rooms.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use palaver_testkit::{Node, PROMPT};
 use serde_json::Value;
-use support::{Node, PROMPT};
 
 const PER_NODE: usize = 20;
 

@@ -1,20 +1,7 @@
 //! Nodes that know only a relay find each other through its rendezvous
 //! service, room by room (no `--bootstrap` to each other, no mDNS).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/relay_process.rs"]
-mod relay_process;
-#[path = "support/node_process.rs"]
-mod support;
-
-use relay_process::Relay;
-use support::{Node, PROMPT, temp_dir};
+use palaver_testkit::{Node, PROMPT, Relay, temp_dir};
 
 #[test]
 fn three_nodes_that_know_only_the_relay_find_each_other_per_room() {

@@ -2,22 +2,12 @@
 //! lost nothing it showed: every message it emitted is in its history when
 //! it comes back, its store opens every time, and it rejoins its rooms.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use palaver_testkit::{Node, PROMPT, temp_dir};
 use serde_json::{Value, json};
-use support::{Node, PROMPT, temp_dir};
 
 const CYCLES: usize = 20;
 /// Messages the receiver emits before it is killed: 1..=MAX_BEFORE_KILL.

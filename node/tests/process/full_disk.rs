@@ -2,19 +2,9 @@
 //! nothing it has not stored, keeps serving, and loses nothing it said it
 //! sent. Needs root (it mounts a small tmpfs); CI runs as root.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
 use std::process::Command;
 
-use support::{Node, temp_dir};
+use palaver_testkit::{Node, temp_dir};
 
 struct Mount(std::path::PathBuf);
 

@@ -1,45 +1,30 @@
 //! The relay as an operator runs it: clear errors for bad input, a stable
 //! identity, metrics, and a clean stop on SIGTERM.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output};
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use palaver_testkit::{PROMPT, Relay, RelayCommand, binary, temp_dir};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("palaver-relay-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// The relay with `args`, printing bare addresses as a person sees them.
+fn relay(args: &[&str]) -> RelayCommand {
+    RelayCommand::new(binary("relay")).plain_output().args(args)
 }
 
-fn relay(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_relay"));
-    c.args(args).stdin(Stdio::null());
-    c
-}
-
+/// Runs a relay that is expected to stop by itself (refusing to start).
 fn run(args: &[&str]) -> Output {
-    relay(args).output().unwrap()
+    relay(args).run(PROMPT).unwrap()
 }
 
-/// Starts a relay and reads its first listening line.
-fn start(args: &[&str]) -> (Child, String) {
-    let mut child = relay(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+/// Starts a relay, its stderr in `dir`, and reads its first listening line.
+fn start(dir: &Path, args: &[&str]) -> (Relay, String) {
+    let relay = relay(args)
+        .stderr_to(dir.join("relay.stderr"))
+        .start(1)
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("a listening line").unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    (child, line)
+    let line = relay.addrs[0].clone();
+    (relay, line)
 }
 
 fn stderr(o: &Output) -> String {
@@ -53,7 +38,7 @@ fn bad_flags_are_refused_with_a_clear_error() {
     assert!(stderr(&o).contains("--listen"), "{}", stderr(&o));
     let o = run(&["--max-reservations", "lots"]);
     assert_eq!(o.status.code(), Some(2));
-    let dir = temp_dir("ttl");
+    let dir = temp_dir("ttl", "relay");
     let id = dir.join("id.key");
     let o = run(&[
         "--identity",
@@ -71,7 +56,7 @@ fn bad_flags_are_refused_with_a_clear_error() {
 
 #[test]
 fn an_unreadable_or_corrupt_identity_is_a_clear_error() {
-    let dir = temp_dir("identity");
+    let dir = temp_dir("identity", "relay");
     let o = run(&[
         "--identity",
         dir.to_str().unwrap(),
@@ -104,7 +89,7 @@ fn an_unreadable_or_corrupt_identity_is_a_clear_error() {
 
 #[test]
 fn a_port_in_use_is_a_clear_error() {
-    let dir = temp_dir("port");
+    let dir = temp_dir("port", "relay");
     let id = dir.join("id.key");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -124,7 +109,7 @@ fn a_port_in_use_is_a_clear_error() {
 
 #[test]
 fn the_identity_survives_a_restart_and_sigterm_stops_the_relay_cleanly() {
-    let dir = temp_dir("restart");
+    let dir = temp_dir("restart", "relay");
     let id = dir.join("sub").join("id.key");
     let args = [
         "--identity",
@@ -132,14 +117,14 @@ fn the_identity_survives_a_restart_and_sigterm_stops_the_relay_cleanly() {
         "--listen",
         "/ip4/127.0.0.1/udp/0/quic-v1",
     ];
-    let (mut first, line) = start(&args);
+    let (mut first, line) = start(&dir, &args);
     assert!(
         line.starts_with("/ip4/127.0.0.1/udp/") && line.contains("/quic-v1/p2p/12D3KooW"),
         "{line}"
     );
     let peer = line.rsplit('/').next().unwrap().to_owned();
     Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
+        .args(["-TERM", &first.pid().to_string()])
         .status()
         .unwrap();
     assert!(first.wait().unwrap().success(), "exit 0 after SIGTERM");
@@ -148,30 +133,32 @@ fn the_identity_survives_a_restart_and_sigterm_stops_the_relay_cleanly() {
         std::fs::metadata(&id).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let (mut second, line) = start(&args);
+    let (mut second, line) = start(&dir, &args);
     assert!(
         line.ends_with(&format!("/p2p/{peer}")),
         "same peer id after restart: {line}"
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
 }
 
 #[test]
 fn metrics_are_served_over_http() {
-    let dir = temp_dir("metrics");
+    let dir = temp_dir("metrics", "relay");
     let id = dir.join("id.key");
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let metrics = probe.local_addr().unwrap();
     drop(probe);
-    let (mut child, _) = start(&[
-        "--identity",
-        id.to_str().unwrap(),
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--metrics",
-        &metrics.to_string(),
-    ]);
+    let (mut relay, _) = start(
+        &dir,
+        &[
+            "--identity",
+            id.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    );
     let mut s = std::net::TcpStream::connect(metrics).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -182,6 +169,5 @@ fn metrics_are_served_over_http() {
         body.contains("palaver_relay_libp2p_swarm_new_listen_addr_total"),
         "{body}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    relay.kill();
 }

@@ -1,21 +1,13 @@
 //! Clients that spam reservations and rendezvous registrations are refused
 //! within the relay's limits, and the relay keeps serving everybody else.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, relay, rendezvous, yamux};
+use palaver_testkit::{Relay, RelayCommand, binary, temp_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -26,35 +18,18 @@ struct Client {
     identify: identify::Behaviour,
 }
 
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_relay(args: &[&str]) -> (RelayProcess, Multiaddr) {
-    let dir = std::env::temp_dir().join(format!("palaver-relay-limits-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args([
-            "--identity",
-            dir.join("id.key").to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-        ])
+/// Starts a relay on loopback QUIC with `args`; returns it and its address.
+fn start_relay(args: &[&str]) -> (Relay, Multiaddr) {
+    let dir = temp_dir("limits", "relay");
+    let relay = RelayCommand::new(binary("relay"))
+        .identity(dir.join("id.key"))
+        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+        .stderr_to(dir.join("relay.stderr"))
+        .start(1)
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = lines.next().unwrap().unwrap().parse().unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    (RelayProcess(child), addr)
+    let addr = relay.addrs[0].parse().unwrap();
+    (relay, addr)
 }
 
 fn client() -> Swarm<Client> {

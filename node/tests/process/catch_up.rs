@@ -2,31 +2,23 @@
 //! offline reaches it when it comes back, once each, in order, marked as
 //! replayed; and a peer serving altered or forged envelopes is refused.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
+use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, SwarmBuilder};
-use palaver_node::network::CatchUpCodec;
+use libp2p::request_response;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
 use palaver_proto::envelope::Envelope;
-use palaver_proto::history::{MessageRef, PROTOCOL, Request, Response};
+use palaver_proto::history::{MessageRef, Request, Response};
 use palaver_proto::wire::{Body, Payload};
+use palaver_testkit::raw_peer::{
+    RawBehaviour, RawBehaviourEvent, RawPeerOptions, raw_peer_in_room,
+};
+use palaver_testkit::{Node, PROMPT};
 use serde_json::Value;
-use support::{Node, PROMPT};
 
 fn texts(messages: &[Value]) -> Vec<String> {
     messages
@@ -154,44 +146,14 @@ fn a_message_sent_while_alone_reaches_members_who_come_later() {
 
 // ---- a hostile catch-up server ----
 
-#[derive(NetworkBehaviour)]
-struct RawBehaviour {
-    gossipsub: gossipsub::Behaviour,
-    history: request_response::Behaviour<CatchUpCodec>,
-}
-
-/// A bare libp2p peer in `lobby` (anonymous gossip, as nodes use, and the
-/// catch-up protocol), dialling `addr`. Call inside a tokio runtime.
+/// A raw peer in `lobby` that speaks the catch-up protocol, dialling `addr`.
+/// Call inside a tokio runtime.
 fn raw_peer(key: Keypair, addr: Multiaddr) -> (libp2p::Swarm<RawBehaviour>, IdentTopic) {
-    let mut swarm = SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| RawBehaviour {
-            gossipsub: gossipsub::Behaviour::new(
-                MessageAuthenticity::Anonymous,
-                gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::Anonymous)
-                    .message_id_fn(|m: &gossipsub::Message| {
-                        use sha2::{Digest, Sha256};
-                        gossipsub::MessageId::new(&Sha256::digest(&m.data)[..16])
-                    })
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap(),
-            history: request_response::Behaviour::with_codec(
-                CatchUpCodec,
-                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    let topic = IdentTopic::new("palaver/2/room/lobby");
-    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
-    swarm.dial(addr).unwrap();
-    (swarm, topic)
+    let options = RawPeerOptions {
+        catch_up: true,
+        ..RawPeerOptions::default()
+    };
+    raw_peer_in_room(key, options, "lobby", addr).unwrap()
 }
 
 /// `nick` joining `lobby` now, signed by `key`.
@@ -227,10 +189,9 @@ fn chat(key: &Keypair, text: &str, ts: u64) -> Vec<u8> {
 }
 
 fn reference(bytes: &[u8], ts: u64) -> MessageRef {
-    use sha2::{Digest, Sha256};
     MessageRef {
         ts,
-        id: Sha256::digest(bytes)[..16].try_into().unwrap(),
+        id: palaver_proto::contract::message_id(bytes),
     }
 }
 
@@ -302,7 +263,7 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
                         .publish(topic.clone(), join.clone())
                         .unwrap();
                 }
-                SwarmEvent::Behaviour(RawBehaviourEvent::History(
+                SwarmEvent::Behaviour(RawBehaviourEvent::CatchUp(
                     request_response::Event::Message {
                         message:
                             request_response::Message::Request {
@@ -335,10 +296,7 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
                             )
                         }
                     };
-                    let _ = swarm
-                        .behaviour_mut()
-                        .history
-                        .send_response(channel, response);
+                    let _ = swarm.behaviour_mut().respond(channel, response);
                 }
                 _ => {}
             }
@@ -432,7 +390,7 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
                         .publish(topic.clone(), join.clone())
                         .unwrap();
                 }
-                SwarmEvent::Behaviour(RawBehaviourEvent::History(
+                SwarmEvent::Behaviour(RawBehaviourEvent::CatchUp(
                     request_response::Event::Message {
                         message:
                             request_response::Message::Request {
@@ -469,10 +427,7 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
                             Response::Envelopes(envelopes)
                         }
                     };
-                    let _ = swarm
-                        .behaviour_mut()
-                        .history
-                        .send_response(channel, response);
+                    let _ = swarm.behaviour_mut().respond(channel, response);
                 }
                 _ => {}
             }

@@ -4,24 +4,13 @@
 //! reaches the disk in the clear (1,000 canaries are written and every byte of
 //! the data dir is searched for them).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
 use std::collections::{BTreeSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 use libp2p::PeerId;
+use palaver_testkit::{Node, NodeCommand, PASSPHRASE, PROMPT, binary, temp_dir};
 use serde_json::Value;
-use support::{Node, PASSPHRASE, PROMPT, TEST_KDF_LOG_N, temp_dir};
 
 /// What a one-shot run of the node needs on its command line (plus `--data-dir`).
 const NODE_ARGS: &[&str] = &["--json", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"];
@@ -67,28 +56,16 @@ impl Run {
 
 /// Runs the node binary on `data_dir` with exactly `args`, the `PALAVER_*`
 /// variables of this process removed and `env` set, `input` on stdin (a pipe,
-/// never a terminal) and then end of input, and waits for it to exit.
+/// never a terminal) and then end of input, and waits for it to exit; a node
+/// that hangs fails the test instead of hanging it.
 fn run_node(data_dir: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_node"));
-    command.args(args).arg("--data-dir").arg(data_dir);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PALAVER_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("PALAVER_KDF_LOG_N", TEST_KDF_LOG_N)
-        .env("RUST_LOG", "warn")
+    let out = NodeCommand::new(binary("node"), data_dir)
+        .no_passphrase()
+        .log("warn")
+        .args(args)
         .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("start node");
-    let mut stdin = child.stdin.take().expect("stdin");
-    // A node that refuses to start never reads its input: a broken pipe is fine.
-    let _ = stdin.write_all(input.as_bytes());
-    drop(stdin);
-    let out = wait_with_deadline(child);
+        .run(input.as_bytes(), PROMPT)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
     Run {
         status: out.status,
@@ -97,25 +74,6 @@ fn run_node(data_dir: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
             .collect(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Waits for the child's output; a node that hangs fails the test instead
-/// of hanging it.
-fn wait_with_deadline(child: std::process::Child) -> std::process::Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PROMPT) {
-        Ok(out) => out.expect("wait for node"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("node (pid {pid}) did not exit within {PROMPT:?}")
-        }
     }
 }
 

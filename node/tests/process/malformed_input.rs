@@ -1,17 +1,7 @@
 //! A running node fed thousands of malformed lines answers each with one
 //! `error` and keeps delivering.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
-use support::{Node, PROMPT};
+use palaver_testkit::{Node, PROMPT};
 
 /// A small deterministic generator, so a failure can be replayed.
 struct XorShift(u64);

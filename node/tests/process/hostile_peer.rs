@@ -1,29 +1,18 @@
 //! Peers that publish garbage, unsigned or oversized gossip into a room are
 //! refused and scored down; the node keeps delivering honest messages.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
+use libp2p::PeerId;
+use libp2p::gossipsub;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, SwarmBuilder};
 use palaver_proto::envelope::Envelope;
 use palaver_proto::wire::{Body, Payload};
-use support::{Node, PROMPT};
+use palaver_testkit::raw_peer::{RawBehaviourEvent, RawPeerOptions, raw_peer_in_room};
+use palaver_testkit::{Node, PROMPT};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
-
-const TOPIC: &str = "palaver/2/room/lobby";
 
 /// A bare gossipsub peer, driven on the runtime, that publishes whatever bytes
 /// it is given into the lobby topic, with no checks of its own. Palaver's
@@ -42,36 +31,12 @@ impl RawPeer {
         let node: PeerId = node.parse().unwrap();
         let _guard = rt.enter();
         let key = libp2p::identity::Keypair::generate_ed25519();
-        let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
-            .with_tokio()
-            .with_quic()
-            .with_behaviour(|key| {
-                let config = gossipsub::ConfigBuilder::default()
-                    .max_transmit_size(1 << 20)
-                    .validation_mode(gossipsub::ValidationMode::None)
-                    .message_id_fn(|m: &gossipsub::Message| {
-                        use sha2::{Digest, Sha256};
-                        gossipsub::MessageId::new(&Sha256::digest(&m.data)[..16])
-                    })
-                    .build()
-                    .unwrap();
-                let authenticity = if gossip_signed {
-                    MessageAuthenticity::Signed(key.clone())
-                } else {
-                    MessageAuthenticity::Anonymous
-                };
-                gossipsub::Behaviour::<
-                    gossipsub::IdentityTransform,
-                    gossipsub::AllowAllSubscriptionFilter,
-                >::new(authenticity, config)
-                .unwrap()
-            })
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
-        let topic = IdentTopic::new(TOPIC);
-        swarm.behaviour_mut().subscribe(&topic).unwrap();
-        swarm.dial(addr.parse::<Multiaddr>().unwrap()).unwrap();
+        let options = RawPeerOptions {
+            signed_gossip: gossip_signed,
+            ..RawPeerOptions::default()
+        };
+        let (mut swarm, topic) =
+            raw_peer_in_room(key.clone(), options, "lobby", addr.parse().unwrap()).unwrap();
         let id = *swarm.local_peer_id();
         let (publish, mut to_publish) = mpsc::unbounded_channel::<Vec<u8>>();
         let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
@@ -79,12 +44,14 @@ impl RawPeer {
             loop {
                 tokio::select! {
                     Some(data) = to_publish.recv() => {
-                        if let Err(e) = swarm.behaviour_mut().publish(topic.clone(), data) {
+                        if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data) {
                             panic!("raw peer cannot publish: {e}");
                         }
                     }
                     event = swarm.select_next_some() => {
-                        if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { peer_id, .. }) = event
+                        if let SwarmEvent::Behaviour(RawBehaviourEvent::Gossipsub(
+                            gossipsub::Event::Subscribed { peer_id, .. },
+                        )) = event
                             && peer_id == node {
                                 let _ = subscribed_tx.send(());
                             }

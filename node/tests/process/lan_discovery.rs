@@ -3,19 +3,9 @@
 //! The LAN is a veth pair between two network namespaces made for the test
 //! (root and `ip` from iproute2 needed), so no multicast leaves the machine.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
-
-#[path = "support/node_process.rs"]
-mod support;
-
 use std::process::Command;
 
-use support::{Node, PROMPT, temp_dir};
+use palaver_testkit::{Node, PROMPT, temp_dir};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")

@@ -2,31 +2,17 @@
 //! refused, signals quit cleanly, lost bootstrap peers are dialled again, and a
 //! person without `--json` reads plain text.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "a test fails by panicking"
-)]
+use std::process::Command;
 
-#[path = "support/node_process.rs"]
-mod support;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use support::{Node, PROMPT, temp_dir};
+use palaver_testkit::{Node, NodeCommand, PROMPT, binary, temp_dir};
 
 #[test]
 fn the_identity_survives_a_restart_and_a_second_process_is_refused() {
     let mut a = Node::start("restart", "a", &[]);
     let dir = a.data_dir.clone();
-    let second = Command::new(env!("CARGO_BIN_EXE_node"))
-        .args(["--json", "--no-mdns", "--data-dir"])
-        .arg(&dir)
-        .env("PALAVER_PASSPHRASE", support::PASSPHRASE)
-        .stdin(Stdio::null())
-        .output()
+    let second = NodeCommand::new(binary("node"), &dir)
+        .args(["--json", "--no-mdns"])
+        .run(b"", PROMPT)
         .unwrap();
     assert!(!second.status.success());
     assert!(
@@ -106,30 +92,16 @@ fn a_lost_bootstrap_peer_is_dialled_again_when_it_comes_back() {
 #[test]
 fn without_json_a_person_reads_plain_text() {
     let dir = temp_dir("human", "h");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
+    let out = NodeCommand::new(binary("node"), &dir)
         .args([
             "--no-mdns",
             "--nick",
             "Ann",
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
-            "--data-dir",
         ])
-        .arg(&dir)
-        .env("PALAVER_PASSPHRASE", support::PASSPHRASE)
-        .env("PALAVER_KDF_LOG_N", support::TEST_KDF_LOG_N)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+        .run(b"/join lobby\nhello\n/frob\n/who\n", PROMPT)
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"/join lobby\nhello\n/frob\n/who\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("you are Ann, peer id 12D3KooW"), "{text}");
@@ -160,13 +132,9 @@ fn a_data_dir_that_cannot_be_used_is_a_clear_error() {
         (&file, "cannot create or open data dir"),
         (&store_blocked, "cannot open the history store"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_node"))
-            .args(["--json", "--no-mdns", "--data-dir"])
-            .arg(data_dir)
-            .env("PALAVER_PASSPHRASE", support::PASSPHRASE)
-            .env("PALAVER_KDF_LOG_N", support::TEST_KDF_LOG_N)
-            .stdin(Stdio::null())
-            .output()
+        let out = NodeCommand::new(binary("node"), data_dir)
+            .args(["--json", "--no-mdns"])
+            .run(b"", PROMPT)
             .unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,88 +1,52 @@
-//! Runs real `node` processes for tests and reads their JSON output.
+//! One real `node` driven by a test through its JSON line protocol: commands
+//! and their replies (replies come in command order), waits until an output
+//! line matches, and every line seen so far to assert on.
 //!
-//! Every wait is on an output line (with a generous deadline that only
-//! bounds a failing test), never on a fixed sleep.
+//! Every wait is on an output line, with a deadline that only bounds a
+//! failing test, never on a fixed sleep. A [`Node`] fails the test by
+//! panicking, saying what it waited for and what the node printed.
 
-#![allow(dead_code, reason = "each test uses part of the harness")]
+#![allow(
+    clippy::panic,
+    clippy::expect_used,
+    reason = "a test harness fails by panicking"
+)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use palaver_proto::line::{Event, Reply};
 use serde_json::Value;
 
-/// The passphrase test nodes are started with (through PALAVER_PASSPHRASE).
-pub const PASSPHRASE: &str = "correct horse battery staple";
-/// scrypt cost for test key files: cheap, unlike the default.
-pub const TEST_KDF_LOG_N: &str = "10";
+use crate::lines::Line;
+use crate::node_command::NodeCommand;
+use crate::node_process::NodeProcess;
+use crate::output::{Output, Ready, is_reply};
+use crate::{PROMPT, binary, temp_dir};
 
-/// Deadline for anything a healthy node does promptly.
-pub const PROMPT: Duration = Duration::from_secs(30);
-
-/// The kinds of output lines that answer a command (one per command).
-const REPLIES: &[&str] = &[
-    "ok", "sent", "rooms", "who", "peers", "history", "id", "error",
-];
-
-pub fn is_reply(v: &Value) -> bool {
-    v["event"].as_str().is_some_and(|e| REPLIES.contains(&e))
-}
-
-/// Where this test process keeps its nodes' directories and logs. On first
-/// use, the folders of test processes that have exited are removed, so runs
-/// do not pile up in the temp dir; the last one's stay to be looked at.
-fn test_root() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let tmp = std::env::temp_dir();
-        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let pid = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("palaver-tests-"))
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && !Path::new("/proc").join(pid.to_string()).exists()
-            {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let root = tmp.join(format!("palaver-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&root).expect("create the test root");
-        root
-    })
-}
-
-/// A fresh, empty directory for one node of one test.
-pub fn temp_dir(test: &str, name: &str) -> PathBuf {
-    let dir = test_root().join(format!("{test}-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
+/// A running node of a test (see the module docs).
+#[derive(Debug)]
 pub struct Node {
     pub name: String,
     pub peer_id: String,
+    /// Its listen addresses, each ending in `/p2p/<peer id>`.
     pub listen: Vec<String>,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<Value>,
-    /// Every output line so far, in order.
+    process: NodeProcess,
+    lines: Receiver<Line>,
+    /// Every output line so far, in order (the first is `ready`).
     pub seen: Vec<Value>,
     replies_taken: usize,
     pub data_dir: PathBuf,
 }
 
 impl Node {
-    /// Starts `node --json --no-mdns` on loopback with the extra arguments, and
-    /// waits for its `ready` line.
+    /// Starts `node --json --no-mdns --nick NAME` listening on loopback
+    /// (QUIC and TCP) with the extra arguments, on a fresh data dir for
+    /// `test`, and waits for its `ready` line.
     pub fn start(test: &str, name: &str, extra: &[&str]) -> Node {
-        let data_dir = temp_dir(test, name);
-        let mut args = vec![
+        let args = [
             "--json",
             "--no-mdns",
             "--nick",
@@ -92,8 +56,7 @@ impl Node {
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
         ];
-        args.extend_from_slice(extra);
-        Self::spawn(name, data_dir, &args)
+        Self::spawn(name, temp_dir(test, name), &[&args[..], extra].concat())
     }
 
     /// Starts the node binary with exactly these arguments (plus `--data-dir`).
@@ -103,73 +66,41 @@ impl Node {
 
     /// Like [`Node::spawn`], run through `prefix` (e.g. `ip netns exec NS`).
     pub fn spawn_with(name: &str, data_dir: PathBuf, prefix: &[&str], args: &[&str]) -> Node {
-        let stderr = std::fs::File::create(data_dir.with_extension("stderr")).expect("stderr file");
-        let node = env!("CARGO_BIN_EXE_node");
-        let (program, full_args): (&str, Vec<&str>) = match prefix.split_first() {
-            Some((first, rest)) => (
-                first,
-                rest.iter()
-                    .copied()
-                    .chain([node])
-                    .chain(args.iter().copied())
-                    .collect(),
-            ),
-            None => (node, args.to_vec()),
-        };
-        let mut child = Command::new(program)
-            .args(full_args)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("PALAVER_PASSPHRASE", PASSPHRASE)
-            .env("PALAVER_KDF_LOG_N", TEST_KDF_LOG_N)
-            .env(
-                "RUST_LOG",
-                std::env::var("PALAVER_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start node");
-        let stdout = child.stdout.take().expect("stdout");
+        let command = NodeCommand::new(binary("node"), data_dir)
+            .prefix(prefix)
+            .args(args);
+        Self::from_command(name, &command)
+    }
+
+    /// Starts `command` and waits for its `ready` line.
+    pub fn from_command(name: &str, command: &NodeCommand) -> Node {
         let (tx, lines) = channel();
-        let label = name.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("{label}: stdout line is not JSON ({e}): {line:?}"));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
+        let process = command
+            .spawn(0, tx)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let mut node = Node {
             name: name.to_owned(),
             peer_id: String::new(),
             listen: Vec::new(),
-            child,
-            stdin,
+            process,
             lines,
             seen: Vec::new(),
             replies_taken: 0,
-            data_dir,
+            data_dir: command.data_dir().to_owned(),
         };
-        let ready = node
-            .next_line(PROMPT)
-            .unwrap_or_else(|| panic!("{name}: no ready line"));
+        let first = node.next_line(PROMPT).unwrap_or_else(|| {
+            panic!(
+                "{name}: no ready line; its stderr: {}",
+                node.process.stderr_tail()
+            )
+        });
         assert_eq!(
-            ready["event"], "ready",
-            "{name}: first line must be ready: {ready}"
+            first["event"], "ready",
+            "{name}: first line must be ready: {first}"
         );
-        node.peer_id = ready["peer_id"].as_str().expect("peer_id").to_owned();
-        node.listen = ready["listen"]
-            .as_array()
-            .expect("listen")
-            .iter()
-            .map(|a| a.as_str().unwrap_or("").to_owned())
-            .collect();
+        let ready = Ready::from_value(&first).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        node.peer_id = ready.peer_id;
+        node.listen = ready.listen;
         node
     }
 
@@ -184,9 +115,15 @@ impl Node {
 
     fn next_line(&mut self, timeout: Duration) -> Option<Value> {
         match self.lines.recv_timeout(timeout) {
-            Ok(v) => {
-                self.seen.push(v.clone());
-                Some(v)
+            Ok(line) => {
+                assert!(
+                    !line.is_text(),
+                    "{}: stdout line is not JSON: {}",
+                    self.name,
+                    line.value
+                );
+                self.seen.push(line.value.clone());
+                Some(line.value)
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
         }
@@ -194,9 +131,9 @@ impl Node {
 
     /// Writes raw bytes to the node's stdin.
     pub fn write_raw(&mut self, bytes: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(bytes).expect("write stdin");
-        stdin.flush().expect("flush stdin");
+        self.process
+            .write(bytes)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", self.name));
     }
 
     /// Sends one line without waiting for its reply.
@@ -229,6 +166,15 @@ impl Node {
         self.reply()
     }
 
+    /// Sends a command and returns its reply as the protocol's [`Reply`].
+    pub fn ask(&mut self, line: &str) -> Reply {
+        let reply = self.command(line);
+        match Output::from_value(&reply) {
+            Ok(Output::Reply(reply)) => reply,
+            other => panic!("{}: {line}: not a reply: {reply} ({other:?})", self.name),
+        }
+    }
+
     /// Waits until some output line (earlier ones included) matches.
     pub fn wait_for(
         &mut self,
@@ -237,6 +183,24 @@ impl Node {
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
         self.wait_for_since(0, what, timeout, pred)
+    }
+
+    /// Waits until some event (earlier ones included), read as the
+    /// protocol's [`Event`], matches. A line the protocol does not know fails.
+    pub fn wait_for_event(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        let name = self.name.clone();
+        let event = |v: &Value| match Output::from_value(v) {
+            Ok(Output::Event(e)) => Some(e),
+            Ok(Output::Reply(_)) => None,
+            Err(e) => panic!("{name}: not a line of the protocol ({e}): {v}"),
+        };
+        let found = self.wait_for(what, timeout, |v| event(v).is_some_and(|e| pred(&e)));
+        event(&found).expect("the line just matched as an event")
     }
 
     /// Where the output is now, for [`Node::wait_for_since`].
@@ -302,41 +266,41 @@ impl Node {
     /// Waits for `joined` of `other` in `room`.
     pub fn wait_joined(&mut self, room: &str, other: &str) {
         let what = format!("{other} joined {room}");
-        self.wait_for(&what, PROMPT, |v| {
-            v["event"] == "joined" && v["room"] == room && v["peer_id"] == other
+        self.wait_for_event(&what, PROMPT, |e| {
+            matches!(e, Event::Joined { room: r, peer_id, .. } if r.as_str() == room && peer_id == other)
         });
     }
 
     /// Closes stdin (the node quits as on /quit) and waits for the exit status.
-    pub fn close_and_wait(&mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
+    pub fn close_and_wait(&mut self) -> ExitStatus {
+        self.process.close_stdin();
         self.wait_exit()
     }
 
     /// Waits for the process to exit on its own: its stdout closes first.
-    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PROMPT;
         loop {
             match self
                 .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
-                Ok(v) => self.seen.push(v),
+                Ok(line) => self.seen.push(line.value),
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     panic!("{}: did not exit within {PROMPT:?}", self.name)
                 }
             }
         }
-        self.child.wait().expect("wait for node")
+        self.process.wait().expect("wait for node")
     }
 
     /// SIGKILL: the node gets no chance to say goodbye.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
+    /// The `message` lines of `room` seen so far.
     pub fn messages(&self, room: &str) -> Vec<Value> {
         self.seen
             .iter()
@@ -346,13 +310,6 @@ impl Node {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.pid()
     }
 }
