@@ -1,6 +1,9 @@
 //! Footprint of one node: start → `ready` with the default passphrase unlock
-//! (scrypt, slow by design) and with a cheap one, and resident memory idle
-//! and with 10 rooms; beside a plain process started the same way.
+//! (scrypt, slow by design) and with a cheap one, resident memory idle and
+//! with 10 rooms, beside a plain process started the same way; and the CPU
+//! an idle node spends in a room (a laptop's battery), beside plain
+//! processes idle over the same window and, when asked, the same row for
+//! another build's node (the code before a change) in the same run.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -11,9 +14,9 @@ use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::cluster::{Cluster, Spawn};
-use crate::procfs;
 use crate::report::{Row, mib, ms};
 use crate::stats::{percentile, ratio};
+use crate::{procfs, traffic};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
@@ -28,6 +31,22 @@ pub struct Figures {
     pub idle_rss_mib: f64,
     pub ten_rooms_rss_mib: f64,
     pub plain_process_rss_mib: f64,
+    /// Nodes in the room the idle CPU is measured in.
+    pub idle_room_nodes: usize,
+    /// CPU per node per second, a room with no traffic (beacons, gossipsub
+    /// heartbeats, pings, timers), in ms.
+    pub idle_cpu_ms_per_s: f64,
+    /// The same for the nodes of `--before-bin-dir`, when given.
+    pub before_idle_cpu_ms_per_s: Option<f64>,
+    /// The same number of plain processes, idle over the same window.
+    pub plain_idle_cpu_ms_per_s: f64,
+}
+
+/// The idle-CPU measurement: how many nodes in the room, and how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    pub nodes: usize,
+    pub window: Duration,
 }
 
 const LISTEN: [&str; 4] = [
@@ -50,12 +69,65 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&v, 0.5)
 }
 
+/// CPU per node per second (ms) of `idle.nodes` nodes of `node` in one
+/// room, once the room has formed, over `idle.window`.
+fn idle_cpu_ms_per_s(node: &Path, work: &Path, idle: Idle) -> anyhow::Result<f64> {
+    let mut cluster = Cluster::new(node, work)?;
+    let members = traffic::start_room(
+        &mut cluster,
+        idle.nodes,
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "quic",
+        "idle",
+        "idle",
+    )?;
+    traffic::warm_up(&mut cluster, "idle", &members, &members)?;
+    // Let the catch-up and the hurried beacons of the warm-up settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let per_s = traffic::idle_cpu_per_s(&cluster, &members, idle.window);
+    cluster.stop();
+    Ok(per_s * 1e3 / idle.nodes.max(1) as f64)
+}
+
+/// The same for plain processes blocked on a socket: what the accounting
+/// itself shows for doing nothing.
+fn plain_idle_cpu_ms_per_s(me: &Path, idle: Idle) -> anyhow::Result<f64> {
+    let mut children = Vec::new();
+    for _ in 0..idle.nodes {
+        children.push(
+            Command::new(me)
+                .args(["floor-echo", "udp"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu = || -> Duration {
+        children
+            .iter()
+            .filter_map(|c| procfs::cpu_time(c.id()).ok())
+            .sum()
+    };
+    let before = cpu();
+    std::thread::sleep(idle.window);
+    let used = cpu().saturating_sub(before);
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    Ok(used.as_secs_f64() * 1e3 / idle.window.as_secs_f64() / idle.nodes.max(1) as f64)
+}
+
+#[allow(clippy::too_many_arguments, reason = "one benchmark's settings")]
 pub fn run(
     me: &Path,
     node: &Path,
+    before: Option<&Path>,
     work: &Path,
     restarts: usize,
     settle: Duration,
+    idle_room: Idle,
 ) -> anyhow::Result<Figures> {
     let mut cluster = Cluster::new(node, &work.join("footprint"))?;
     let mut slow = Spawn::new("slow", &LISTEN);
@@ -103,7 +175,20 @@ pub fn run(
         let _ = child.kill();
         let _ = child.wait();
     }
+    let idle_cpu = idle_cpu_ms_per_s(node, &work.join("idle"), idle_room)?;
+    let before_idle = match before {
+        Some(before) => Some(idle_cpu_ms_per_s(
+            before,
+            &work.join("idle-before"),
+            idle_room,
+        )?),
+        None => None,
+    };
     Ok(Figures {
+        idle_room_nodes: idle_room.nodes,
+        idle_cpu_ms_per_s: idle_cpu,
+        before_idle_cpu_ms_per_s: before_idle,
+        plain_idle_cpu_ms_per_s: plain_idle_cpu_ms_per_s(me, idle_room)?,
         first_start_ms,
         restart_default_unlock_ms: median(default_unlock),
         restart_cheap_unlock_ms: median(cheap_unlock),
@@ -116,7 +201,32 @@ pub fn run(
 
 pub fn rows(f: &Figures) -> Vec<Row> {
     let plain = format!("plain process {}", ms(f.plain_process_start_ms));
-    vec![
+    let idle_floor = format!("plain processes idle {:.2} ms/s", f.plain_idle_cpu_ms_per_s);
+    let mut rows = vec![
+        Row::new(
+            "footprint",
+            format!(
+                "idle CPU per node, {} nodes in a room with no traffic",
+                f.idle_room_nodes
+            ),
+            format!("{:.2} ms/s", f.idle_cpu_ms_per_s),
+        )
+        .baseline(idle_floor),
+    ];
+    if let Some(before) = f.before_idle_cpu_ms_per_s {
+        rows.push(
+            Row::new(
+                "footprint",
+                "the same, the build before (--before-bin-dir)",
+                format!("{before:.2} ms/s"),
+            )
+            .against(
+                format!("now {:.2} ms/s", f.idle_cpu_ms_per_s),
+                ratio(before, f.idle_cpu_ms_per_s),
+            ),
+        );
+    }
+    rows.extend([
         Row::new(
             "footprint",
             "first start → ready (creates keys.age, scrypt log N 18)",
@@ -163,5 +273,6 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             format!("idle {}", mib(f.idle_rss_mib)),
             ratio(f.ten_rooms_rss_mib, f.idle_rss_mib),
         ),
-    ]
+    ]);
+    rows
 }

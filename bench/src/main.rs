@@ -44,6 +44,11 @@ struct Cli {
     #[arg(long, env = "PALAVER_BENCH_BIN_DIR", default_value = "target/release")]
     bin_dir: PathBuf,
 
+    /// Another build's `node` directory (the code before a change): the
+    /// footprint's idle CPU is measured for it too, in the same run.
+    #[arg(long, env = "PALAVER_BENCH_BEFORE_BIN_DIR")]
+    before_bin_dir: Option<PathBuf>,
+
     /// The repository (for scripts/natlab).
     #[arg(long, env = "PALAVER_BENCH_REPO", default_value = ".")]
     repo: PathBuf,
@@ -144,6 +149,7 @@ struct Sizes {
     relay: (usize, usize, usize, Duration),
     natlab_trials: usize,
     footprint_restarts: usize,
+    idle: footprint::Idle,
     settle: Duration,
 }
 
@@ -162,6 +168,10 @@ impl Sizes {
             relay: (1_000, 100, 1_000, Duration::from_secs(30)),
             natlab_trials: 20,
             footprint_restarts: 3,
+            idle: footprint::Idle {
+                nodes: 10,
+                window: Duration::from_secs(30),
+            },
             settle: Duration::from_secs(3),
         }
     }
@@ -180,6 +190,10 @@ impl Sizes {
             relay: (100, 10, 100, Duration::from_secs(3)),
             natlab_trials: 0,
             footprint_restarts: 1,
+            idle: footprint::Idle {
+                nodes: 5,
+                window: Duration::from_secs(3),
+            },
             settle: Duration::from_secs(1),
         }
     }
@@ -209,6 +223,10 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
     let me = std::env::current_exe()?;
     let node = absolute(&cli.bin_dir.join("node"))?;
     let relay = absolute(&cli.bin_dir.join("relay"))?;
+    let before_node = match &cli.before_bin_dir {
+        Some(dir) => Some(absolute(&dir.join("node"))?),
+        None => None,
+    };
     let work = match &cli.work_dir {
         Some(w) => w.clone(),
         // Its own folder in the temp dir; those of runs that died are removed.
@@ -356,7 +374,15 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
     bench!(
         Bench::Footprint,
         "footprint",
-        footprint::run(&me, &node, &work, sizes.footprint_restarts, sizes.settle),
+        footprint::run(
+            &me,
+            &node,
+            before_node.as_deref(),
+            &work,
+            sizes.footprint_restarts,
+            sizes.settle,
+            sizes.idle
+        ),
         footprint::rows
     );
 
