@@ -2,7 +2,8 @@
 //! a line into a [`Command`] (peer ids and addresses included), the network
 //! answers each with one [`Answer`] and reports [`Event`]s; only the console
 //! turns these into stdout records (`palaver_proto::line`). No network code
-//! formats a peer id or parses one back.
+//! turns a peer id or an address into a record's field, nor parses one back
+//! (an error's sentence may quote them, as libp2p words its errors).
 
 use libp2p::{Multiaddr, PeerId};
 use palaver_proto::line::LeaveReason;

@@ -1,13 +1,20 @@
 //! The Palaver chat node as a library: [`run`] takes a [`Config`] and serves
 //! the line protocol on stdin/stdout until `/quit`, end of input or a signal.
+//!
+//! Public beyond [`run`] and [`Config`]: the catch-up codec (for tools and
+//! tests that speak the protocol) and [`store`]'s `Store` and `Keys` (for the
+//! store benchmark). Everything else is the node's own.
 
-pub mod api;
-pub mod console;
-pub mod data_dir;
-pub mod network;
-pub mod rooms;
+mod api;
+mod console;
+mod data_dir;
+mod network;
+mod rooms;
 pub mod store;
-pub mod validation;
+mod validation;
+
+/// The catch-up codec, for tools and tests that speak `/palaver/history/1`.
+pub use network::CatchUpCodec;
 
 use std::path::{Path, PathBuf};
 

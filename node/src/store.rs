@@ -18,7 +18,7 @@
 
 pub mod key_file;
 pub mod parallel;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

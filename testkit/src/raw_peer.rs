@@ -16,7 +16,7 @@ use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{Multiaddr, StreamProtocol, Swarm, SwarmBuilder};
-use palaver_node::network::CatchUpCodec;
+use palaver_node::CatchUpCodec;
 use palaver_proto::contract;
 use palaver_proto::history::Response;
 

@@ -236,10 +236,13 @@ impl EventLoop {
                 s.at + STORE_GRACE
             }
         });
+        // Once quitting, reachability and catch-up are not polled: their
+        // deadlines would stay in the past.
+        let running = self.shutdown.is_none();
         let deadlines = [
             self.rooms.poll_at(),
-            self.timer.reach_at,
-            self.catch_ups.poll_at(),
+            self.timer.reach_at.filter(|_| running),
+            self.catch_ups.poll_at().filter(|_| running),
             self.pending.save_retry,
             quitting,
         ];
@@ -260,8 +263,11 @@ impl EventLoop {
         }
         let (events, beacons) = self.rooms.tick(now);
         self.emit_room_events(events);
-        for room in beacons {
-            let _ = self.publish(&room, palaver_proto::wire::Body::Presence);
+        // After the goodbyes, a beacon would look like a return.
+        if self.shutdown.is_none() {
+            for room in beacons {
+                let _ = self.publish(&room, palaver_proto::wire::Body::Presence);
+            }
         }
         if self.shutdown.is_none() {
             let rooms = &self.rooms;

@@ -182,10 +182,11 @@ impl Reachability {
     /// A dial could not start (`id` is `None`) or failed.
     pub fn dial_failed(&mut self, failed: DialFailure, now: Instant) {
         let addr = match failed {
-            // Refused too (say, already being dialled another way): wait the
-            // backoff rather than ask again at once.
+            DialFailure::Deferred(DialPurpose::Bootstrap(addr)) => {
+                return self.bootstrap.deferred(&addr, now);
+            }
             DialFailure::NotStarted(DialPurpose::Bootstrap(addr)) => addr,
-            DialFailure::NotStarted(_) => return,
+            DialFailure::NotStarted(_) | DialFailure::Deferred(_) => return,
             DialFailure::Failed(id) => match self.bootstrap.addr_of(id) {
                 Some(addr) => addr,
                 None => return,

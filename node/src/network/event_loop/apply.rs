@@ -89,10 +89,11 @@ impl EventLoop {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => self.reach.dialing(&purpose, id),
+            Err(DialError::DialPeerConditionFalse(_)) => self
+                .reach
+                .dial_failed(DialFailure::Deferred(purpose), Instant::now()),
             Err(e) => {
-                if !matches!(e, DialError::DialPeerConditionFalse(_)) {
-                    tracing::info!(?purpose, "cannot dial: {e}");
-                }
+                tracing::info!(?purpose, "cannot dial: {e}");
                 self.reach
                     .dial_failed(DialFailure::NotStarted(purpose), Instant::now());
             }

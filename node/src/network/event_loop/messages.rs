@@ -168,6 +168,9 @@ impl EventLoop {
             if let Event::Joined { room, peer, .. } = &event {
                 let (room, peer) = (room.clone(), *peer);
                 self.start_catch_up(peer, &room);
+                // Who is a member shapes reachability's deadlines (redials,
+                // fresh circuits).
+                self.reach_changed();
             }
             self.emit(event);
         }

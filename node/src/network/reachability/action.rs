@@ -68,6 +68,9 @@ pub enum Action {
 pub enum DialFailure {
     /// The swarm refused to start it.
     NotStarted(DialPurpose),
+    /// The swarm did not start it because the peer is being dialled (or is
+    /// connected) another way already: no fault of the peer.
+    Deferred(DialPurpose),
     /// It started as this connection and failed.
     Failed(ConnectionId),
 }

@@ -11,6 +11,9 @@ use super::connections::peer_of;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How soon a dial the swarm put off (the peer was being dialled another
+/// way) is asked for again; the backoff is left as it was.
+const DEFERRED_RETRY: Duration = Duration::from_millis(250);
 /// A connection that lasted this long resets the redial backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
@@ -78,6 +81,14 @@ impl Bootstrap {
             e.dialing = None;
             e.next_attempt = now + e.backoff;
             e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// A dial the swarm put off: asked for again shortly, the backoff unchanged.
+    pub fn deferred(&mut self, addr: &Multiaddr, now: Instant) {
+        if let Some(e) = self.entries.iter_mut().find(|e| &e.addr == addr) {
+            e.dialing = None;
+            e.next_attempt = now + DEFERRED_RETRY;
         }
     }
 

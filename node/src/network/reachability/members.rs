@@ -22,10 +22,15 @@ const CIRCUIT_REFRESH_AT: f64 = 0.7;
 /// Longest circuit limit believed from a relay (a lying relay cannot make
 /// the arithmetic overflow, nor postpone refreshes for ever).
 const MAX_CIRCUIT_LIMIT: Duration = Duration::from_secs(24 * 3600);
+/// Shortest circuit limit believed: a relay saying 0 would have every
+/// member's circuit replaced on every wake-up.
+const MIN_CIRCUIT_LIMIT: Duration = Duration::from_secs(10);
 /// Wait before dialling a lost room member again.
 pub const REDIAL_DELAY: Duration = Duration::from_secs(1);
 /// Most peers remembered as seen by mDNS.
 const MAX_MDNS_SEEN: usize = 1024;
+/// Most peers dialled from one mDNS announcement batch.
+const MAX_LAN_PEERS: usize = 64;
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -89,11 +94,8 @@ impl Members {
     ) -> Vec<Dial> {
         let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         for (peer, addr) in found {
-            if peer != local && !connections.is_connected(&peer) {
-                let addrs = by_peer.entry(peer).or_default();
-                if addrs.len() < MAX_ADDRS_PER_PEER {
-                    addrs.push(addr);
-                }
+            if peer != local && !connections.is_connected(&peer) && by_peer.len() < MAX_LAN_PEERS {
+                by_peer.entry(peer).or_default().push(addr);
             }
         }
         let mut dials = Vec::new();
@@ -107,6 +109,8 @@ impl Members {
             }
             // QUIC first.
             addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::QuicV1)));
+            addrs.dedup();
+            addrs.truncate(MAX_ADDRS_PER_PEER);
             tracing::info!(%peer, "found on the local network");
             dials.push(Dial {
                 peer: Some(peer),
@@ -133,7 +137,7 @@ impl Members {
     /// Circuits through `relay` end after `limit`.
     pub fn circuit_limit(&mut self, relay: PeerId, limit: Duration) {
         self.circuit_limits
-            .insert(relay, limit.min(MAX_CIRCUIT_LIMIT));
+            .insert(relay, limit.clamp(MIN_CIRCUIT_LIMIT, MAX_CIRCUIT_LIMIT));
     }
 
     /// The dials due by `now`: fresh circuits to members whose circuit

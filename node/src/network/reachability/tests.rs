@@ -438,6 +438,49 @@ fn a_refused_bootstrap_dial_waits_its_backoff_instead_of_spinning() {
 }
 
 #[test]
+fn a_bootstrap_dial_put_off_is_asked_again_soon_without_growing_the_backoff() {
+    let mut w = World::new();
+    let first = dials(&w.poll(w.t0));
+    w.reach
+        .dial_failed(DialFailure::Deferred(first[0].purpose.clone()), w.t0);
+    assert!(dials(&w.poll(w.at(0.2))).is_empty());
+    let again = dials(&w.poll(w.at(0.25)));
+    assert_eq!(again.len(), 1);
+    // A real failure now waits the first backoff, not a doubled one.
+    w.reach.dial_failed(
+        DialFailure::NotStarted(again[0].purpose.clone()),
+        w.at(0.25),
+    );
+    assert_eq!(dials(&w.poll(w.at(1.25))).len(), 1);
+}
+
+#[test]
+fn a_relay_saying_circuits_last_no_time_cannot_make_circuits_churn() {
+    let mut w = World::new();
+    w.connect_relay(w.t0);
+    w.reach.reservation_accepted(w.relay, Some(Duration::ZERO));
+    let member = PeerId::random();
+    let circuit: Multiaddr = format!("{}/p2p-circuit/p2p/{member}", w.relay_addr)
+        .parse()
+        .unwrap();
+    w.reach
+        .discovered([(member, vec![circuit.clone()])], MEMBER);
+    w.reach.take_actions();
+    let id = w.conn();
+    w.reach.connected(member, id, circuit, true, w.t0);
+    w.reach.take_actions();
+    let fresh: usize = (0..1000)
+        .map(|ms| {
+            dials(&w.poll(w.t0 + Duration::from_millis(ms * 5)))
+                .iter()
+                .filter(|d| d.purpose == DialPurpose::FreshCircuit)
+                .count()
+        })
+        .sum();
+    assert!(fresh <= 1, "{fresh} fresh circuits in 5 s");
+}
+
+#[test]
 fn after_a_poll_the_next_wake_up_is_in_the_future() {
     let mut w = World::new();
     let l = ListenerId::next();
