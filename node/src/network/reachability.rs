@@ -308,13 +308,7 @@ impl Reachability {
     pub fn room_left(&mut self, room: &RoomName) {
         self.rooms.remove(room);
         self.relays.room_left(room);
-        let connected: Vec<PeerId> = self
-            .relays
-            .peers()
-            .filter(|p| self.connections.is_connected(p))
-            .copied()
-            .collect();
-        for relay in connected {
+        for relay in self.connected_relays() {
             self.actions.push(Action::Unregister {
                 relay,
                 namespace: namespace(room),
@@ -394,15 +388,18 @@ impl Reachability {
         self.actions.extend(dials.into_iter().map(Action::Dial));
     }
 
-    fn poll_relays(&mut self, now: Instant) {
-        let public = self.nat == NatStatus::Public;
-        let connected: Vec<PeerId> = self
-            .relays
+    /// The relays this node is connected to now.
+    fn connected_relays(&self) -> Vec<PeerId> {
+        self.relays
             .peers()
             .filter(|p| self.connections.is_connected(p))
             .copied()
-            .collect();
-        for relay in connected {
+            .collect()
+    }
+
+    fn poll_relays(&mut self, now: Instant) {
+        let public = self.nat == NatStatus::Public;
+        for relay in self.connected_relays() {
             let due = self.relays.due(&relay, &self.rooms, public, now);
             if let Some(circuit) = due.reserve {
                 self.actions.push(Action::Reserve { relay, circuit });
