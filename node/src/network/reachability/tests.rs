@@ -43,6 +43,26 @@ impl World {
         ConnectionId::new_unchecked(self.next_conn)
     }
 
+    /// The address of `peer` through a circuit at the world's relay.
+    fn circuit_to(&self, peer: PeerId) -> Multiaddr {
+        format!("{}/p2p-circuit/p2p/{peer}", self.relay_addr)
+            .parse()
+            .unwrap()
+    }
+
+    /// A member discovered at the relay, reachable only through a circuit,
+    /// and connected through it at `now`.
+    fn relayed_member(&mut self, now: Instant) -> PeerId {
+        let member = PeerId::random();
+        let circuit = self.circuit_to(member);
+        self.reach
+            .discovered([(member, vec![circuit.clone()])], MEMBER);
+        let id = self.conn();
+        self.reach.connected(member, id, circuit, true, now);
+        self.reach.take_actions();
+        member
+    }
+
     fn poll(&mut self, now: Instant) -> Vec<Action> {
         self.reach.poll(now, MEMBER);
         self.reach.take_actions()
@@ -280,9 +300,7 @@ fn leaving_a_room_unregisters_it_at_every_connected_relay() {
 fn a_discovered_member_is_dialled_direct_addresses_first() {
     let mut w = World::new();
     let member = PeerId::random();
-    let circuit: Multiaddr = format!("{}/p2p-circuit/p2p/{member}", w.relay_addr)
-        .parse()
-        .unwrap();
+    let circuit = w.circuit_to(member);
     let direct: Multiaddr = "/ip4/192.0.2.7/udp/5000/quic-v1".parse().unwrap();
     w.reach
         .discovered([(member, vec![circuit.clone(), direct.clone()])], MEMBER);
@@ -345,16 +363,7 @@ fn a_circuit_near_its_limit_is_replaced_by_a_fresh_one_once() {
     w.connect_relay(w.t0);
     w.reach
         .reservation_accepted(w.relay, Some(Duration::from_secs(100)));
-    let member = PeerId::random();
-    let circuit: Multiaddr = format!("{}/p2p-circuit/p2p/{member}", w.relay_addr)
-        .parse()
-        .unwrap();
-    w.reach
-        .discovered([(member, vec![circuit.clone()])], MEMBER);
-    w.reach.take_actions();
-    let id = w.conn();
-    w.reach.connected(member, id, circuit.clone(), true, w.t0);
-    w.reach.take_actions();
+    w.relayed_member(w.t0);
     let fresh = |actions: &[Action]| {
         dials(actions)
             .into_iter()
@@ -379,9 +388,7 @@ fn a_circuit_near_its_limit_is_replaced_by_a_fresh_one_once() {
 fn a_relayed_connection_without_an_upgrade_is_a_failed_hole_punch_after_the_timeout() {
     let mut w = World::new();
     let peer = PeerId::random();
-    let circuit: Multiaddr = format!("{}/p2p-circuit/p2p/{peer}", w.relay_addr)
-        .parse()
-        .unwrap();
+    let circuit = w.circuit_to(peer);
     let id = w.conn();
     w.reach.connected(peer, id, circuit, true, w.t0);
     w.reach.take_actions();
@@ -406,9 +413,7 @@ fn a_relayed_connection_without_an_upgrade_is_a_failed_hole_punch_after_the_time
 fn a_direct_connection_to_a_relayed_peer_is_a_successful_hole_punch_reported_once() {
     let mut w = World::new();
     let peer = PeerId::random();
-    let circuit: Multiaddr = format!("{}/p2p-circuit/p2p/{peer}", w.relay_addr)
-        .parse()
-        .unwrap();
+    let circuit = w.circuit_to(peer);
     let relayed = w.conn();
     w.reach.connected(peer, relayed, circuit, true, w.t0);
     let direct = w.conn();
@@ -459,16 +464,7 @@ fn a_relay_saying_circuits_last_no_time_cannot_make_circuits_churn() {
     let mut w = World::new();
     w.connect_relay(w.t0);
     w.reach.reservation_accepted(w.relay, Some(Duration::ZERO));
-    let member = PeerId::random();
-    let circuit: Multiaddr = format!("{}/p2p-circuit/p2p/{member}", w.relay_addr)
-        .parse()
-        .unwrap();
-    w.reach
-        .discovered([(member, vec![circuit.clone()])], MEMBER);
-    w.reach.take_actions();
-    let id = w.conn();
-    w.reach.connected(member, id, circuit, true, w.t0);
-    w.reach.take_actions();
+    w.relayed_member(w.t0);
     let fresh: usize = (0..1000)
         .map(|ms| {
             dials(&w.poll(w.t0 + Duration::from_millis(ms * 5)))
@@ -487,14 +483,7 @@ fn after_a_poll_the_next_wake_up_is_in_the_future() {
     w.reserve(w.t0, l);
     w.reach
         .reservation_accepted(w.relay, Some(Duration::from_secs(120)));
-    let member = PeerId::random();
-    let circuit: Multiaddr = format!("{}/p2p-circuit/p2p/{member}", w.relay_addr)
-        .parse()
-        .unwrap();
-    w.reach
-        .discovered([(member, vec![circuit.clone()])], MEMBER);
-    let id = w.conn();
-    w.reach.connected(member, id, circuit, true, w.t0);
+    w.relayed_member(w.t0);
     for step in 0..400 {
         let now = w.at(f64::from(step) * 0.5);
         w.poll(now);
