@@ -110,7 +110,7 @@ pub fn run(work: &Path, stored: usize, writes: usize, pages: usize) -> anyhow::R
     let mut samples = Vec::with_capacity(pages);
     for _ in 0..pages {
         let start = Instant::now();
-        let page = store.latest(&room, 50)?;
+        let page = store.latest(&room, 50, u64::MAX)?;
         samples.push(start.elapsed());
         if page.messages.len() != 50 || page.corrupt != 0 {
             bail!(

@@ -49,6 +49,8 @@ pub struct Config {
     /// JSON lines on stdout instead of text for a person.
     pub json: bool,
     pub mdns: bool,
+    /// How often each room is reconciled with a random present member.
+    pub anti_entropy: std::time::Duration,
 }
 
 impl Config {
@@ -137,6 +139,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         store,
         stored,
         rooms: saved.rooms,
+        anti_entropy: config.anti_entropy,
     };
     let (client, events, event_loop) = network::new(keypair, network)?;
     let event_loop = tokio::spawn(event_loop.run());

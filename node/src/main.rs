@@ -67,6 +67,12 @@ struct Cli {
     /// Do not discover peers on the local network with mDNS.
     #[arg(long, env = "PALAVER_NO_MDNS")]
     no_mdns: bool,
+
+    /// Seconds between reconciliations of each room with a random present
+    /// member (anti-entropy): nothing stays missing for longer (5 to 86400).
+    #[arg(long, env = "PALAVER_ANTI_ENTROPY_SECS", default_value_t = 180,
+          value_parser = clap::value_parser!(u64).range(5..=86_400))]
+    anti_entropy_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +245,7 @@ fn main() -> ExitCode {
         bootstrap: cli.bootstrap,
         json: cli.json,
         mdns: !cli.no_mdns,
+        anti_entropy: std::time::Duration::from_secs(cli.anti_entropy_secs),
     };
     match runtime.block_on(palaver_node::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

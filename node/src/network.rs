@@ -19,7 +19,7 @@ use palaver_proto::history::Response;
 use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
-/// The catch-up codec, for tools and tests that speak `/palaver/history/1`.
+/// The catch-up codec, for tools and tests that speak `/palaver/history/2`.
 pub use catch_up_codec::CatchUpCodec;
 pub use event_loop::EventLoop;
 
@@ -66,6 +66,8 @@ pub struct NetworkConfig {
     pub stored: mpsc::Receiver<StoreDone>,
     /// Rooms to join again at start (the ones joined when the node last ran).
     pub rooms: Vec<RoomName>,
+    /// How often each room is reconciled with a random present member.
+    pub anti_entropy: Duration,
 }
 
 /// Why the network could not start.

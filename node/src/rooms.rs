@@ -32,6 +32,10 @@ pub const MAX_MEMBERS: usize = 2048;
 pub const MAX_HELD_PER_ROOM: usize = 1024;
 /// Most rooms a node is in at once.
 pub const MAX_ROOMS: usize = 256;
+/// The furthest ahead of its own clock this node stamps a payload (ms), to
+/// sort after a newer timestamp it has seen. Far inside the receivers'
+/// allowed skew.
+pub const MAX_CLOCK_LEAD_MS: u64 = 10_000;
 
 /// A decoded payload waiting for its turn in its author's order.
 #[derive(Debug)]
@@ -169,14 +173,23 @@ impl Rooms {
         was_in
     }
 
-    /// The payload this node publishes next in `room`. Call [`Rooms::published`]
-    /// once it went out, so a payload nobody received leaves no gap.
-    pub fn outgoing(&self, room: &RoomName, body: Body, ts: u64) -> Option<Payload> {
+    /// The payload this node publishes next in `room`, stamped `now` (unix
+    /// ms) or just after the newest timestamp seen in the room, so that a
+    /// reply sorts after what it answers, but never more than
+    /// [`MAX_CLOCK_LEAD_MS`] ahead of `now`: no timestamp a peer sends can
+    /// push this node's clock (nor can its own, from before its clock was
+    /// set back). Call [`Rooms::published`] once it went out, so a payload
+    /// nobody received leaves no gap.
+    pub fn outgoing(&self, room: &RoomName, body: Body, now: u64) -> Option<Payload> {
         let r = self.rooms.get(room)?;
+        let after_newest = r
+            .last_ts
+            .saturating_add(1)
+            .min(now.saturating_add(MAX_CLOCK_LEAD_MS));
         Some(Payload {
             room: room.clone(),
             nick: self.nick.clone(),
-            ts: ts.max(r.last_ts.saturating_add(1)),
+            ts: now.max(after_newest),
             session: r.session,
             seq: r.next_seq,
             body,
@@ -366,6 +379,21 @@ impl Rooms {
             .collect();
         members.sort_by_cached_key(|(p, n)| (n.as_str().to_owned(), p.to_string()));
         Some(members)
+    }
+
+    /// Whether `peer` is a present member of `room`.
+    pub fn is_member(&self, room: &RoomName, peer: &PeerId) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains_key(peer))
+    }
+
+    /// The present members of `room` (this node aside).
+    pub fn members(&self, room: &RoomName) -> Vec<PeerId> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The joined rooms `peer` is present in.

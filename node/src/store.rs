@@ -12,21 +12,36 @@
 //!   left in the clear is a message's timestamp (it orders the keys), sizes
 //!   and counts.
 //!
+//! - Catch-up reconciles sets of (timestamp, id) and must not decrypt every
+//!   envelope to list them (age costs an X25519 exchange per value). So each
+//!   message also has an index row holding its id sealed with
+//!   XChaCha20-Poly1305 under a key derived from the index key, the row key
+//!   as associated data. At open, the index rows are read into memory, one
+//!   sorted set per room ([`Items`]), and kept up to date on every write.
+//!
 //! Layout (one column family):
 //! - `m` room-tag(16) ts(8, big-endian) id-tag(16) → encrypted envelope
+//! - `r` room-tag(16) ts(8, big-endian) id-tag(16) → sealed message id
 //! - `s/state` → encrypted [`SavedState`] encoding
+//! - `s/index` → empty: every message has its index row (set once, after
+//!   the index rows of a store from before them were written)
 
 pub mod key_file;
 pub mod parallel;
 pub(crate) mod worker;
 
+use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload as AeadPayload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
-use palaver_proto::contract::{self, labels};
+use palaver_proto::contract::labels;
 use palaver_proto::envelope::{Envelope, MessageId};
 use palaver_proto::history::MessageRef;
+use palaver_proto::history::reconcile::{Items, ReconcileError, Step};
 use palaver_proto::wire::Body;
 use palaver_proto::{Nick, RoomName};
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch};
@@ -39,9 +54,14 @@ pub const STORE_DIR: &str = "store";
 /// What every plaintext starts with, before its key.
 const VALUE_MAGIC: &[u8] = labels::STORE_VALUE;
 const MESSAGE_PREFIX: u8 = b'm';
+const INDEX_PREFIX: u8 = b'r';
 const STATE_KEY: &[u8] = b"s/state";
+const INDEXED_KEY: &[u8] = b"s/index";
 const TAG_BYTES: usize = 16;
 const MESSAGE_KEY_BYTES: usize = 1 + TAG_BYTES + 8 + TAG_BYTES;
+const NONCE_BYTES: usize = 24;
+/// Index rows sealed (or envelopes read, when building the index) per batch.
+const INDEX_CHUNK: usize = 4096;
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -108,12 +128,20 @@ impl SavedState {
     }
 }
 
+/// Each room's messages as catch-up reconciles them, by room tag.
+#[derive(Debug, Default)]
+struct Index {
+    rooms: HashMap<[u8; TAG_BYTES], Items>,
+}
+
 /// The encrypted history of one node.
 pub struct Store {
     db: DB,
     identity: age::x25519::Identity,
     recipient: age::x25519::Recipient,
     index_key: [u8; 32],
+    seal: XChaCha20Poly1305,
+    index: Mutex<Index>,
 }
 
 impl std::fmt::Debug for Store {
@@ -151,12 +179,148 @@ impl Store {
         })?;
         let identity = keys.storage.clone();
         let recipient = identity.to_public();
-        Ok(Self {
+        let index_key = keys.index_key();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&index_key)
+            .unwrap_or_else(|_| hmac_accepts_any_key());
+        mac.update(labels::STORE_ID_SEAL);
+        let seal_key: [u8; 32] = mac.finalize().into_bytes().into();
+        let store = Self {
             db,
             identity,
             recipient,
-            index_key: keys.index_key(),
-        })
+            index_key,
+            seal: XChaCha20Poly1305::new(&seal_key.into()),
+            index: Mutex::new(Index::default()),
+        };
+        store.load_index()?;
+        Ok(store)
+    }
+
+    /// Reads the index rows into memory, writing them first for the
+    /// messages of a store from before them.
+    fn load_index(&self) -> Result<(), StoreError> {
+        if self.db.get(INDEXED_KEY)?.is_none() {
+            self.build_index()?;
+        }
+        let mut rooms: HashMap<[u8; TAG_BYTES], Vec<MessageRef>> = HashMap::new();
+        let mut corrupt = 0usize;
+        let mut rows: Vec<Row> = Vec::with_capacity(INDEX_CHUNK);
+        let mut flush = |rows: &mut Vec<Row>, corrupt: &mut usize| {
+            let opened = parallel::map(rows, |(k, v)| {
+                let (room, ts) = split_row_key(k)?;
+                Some((room, ts, self.open_id(k, v)?))
+            });
+            for entry in opened {
+                match entry {
+                    Some((room, ts, id)) => {
+                        rooms.entry(room).or_default().push(MessageRef { ts, id })
+                    }
+                    None => *corrupt += 1,
+                }
+            }
+            rows.clear();
+        };
+        for item in self.db.prefix_iterator([INDEX_PREFIX]) {
+            let (key, value) = item?;
+            if key.first() != Some(&INDEX_PREFIX) {
+                break;
+            }
+            rows.push((key, value));
+            if rows.len() == INDEX_CHUNK {
+                flush(&mut rows, &mut corrupt);
+            }
+        }
+        flush(&mut rows, &mut corrupt);
+        if corrupt > 0 {
+            tracing::warn!(
+                corrupt,
+                "index rows that fail their checks are left out of catch-up"
+            );
+        }
+        let mut index = self.lock_index();
+        index.rooms = rooms
+            .into_iter()
+            .map(|(room, refs)| (room, Items::from_refs(refs)))
+            .collect();
+        Ok(())
+    }
+
+    /// Writes an index row for every stored message (decrypting each: once,
+    /// for a store written before index rows existed), then the marker.
+    fn build_index(&self) -> Result<(), StoreError> {
+        let mut rows: Vec<Row> = Vec::with_capacity(INDEX_CHUNK);
+        let mut written = 0usize;
+        let mut flush = |rows: &mut Vec<Row>| -> Result<(), StoreError> {
+            let sealed = parallel::map(rows, |(k, v)| {
+                let envelope = self.decrypt_message(k, v)?;
+                let mut key = k.to_vec();
+                key[0] = INDEX_PREFIX;
+                Some(self.seal_id(&key, &envelope.id_bytes()).map(|v| (key, v)))
+            });
+            let mut batch = WriteBatch::default();
+            for row in sealed.into_iter().flatten() {
+                let (key, value) = row?;
+                batch.put(key, value);
+                written += 1;
+            }
+            self.db.write(batch)?;
+            rows.clear();
+            Ok(())
+        };
+        for item in self.db.prefix_iterator([MESSAGE_PREFIX]) {
+            let (key, value) = item?;
+            if key.first() != Some(&MESSAGE_PREFIX) {
+                break;
+            }
+            rows.push((key, value));
+            if rows.len() == INDEX_CHUNK {
+                flush(&mut rows)?;
+            }
+        }
+        flush(&mut rows)?;
+        self.db.put(INDEXED_KEY, [])?;
+        if written > 0 {
+            tracing::info!(written, "indexed the stored messages for catch-up");
+        }
+        Ok(())
+    }
+
+    fn lock_index(&self) -> MutexGuard<'_, Index> {
+        // Nothing panics while holding it; a poisoned lock still holds a whole index.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seals a message id for its index row `key`: a fresh random nonce,
+    /// then XChaCha20-Poly1305 with the key as associated data.
+    fn seal_id(&self, key: &[u8], id: &MessageId) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Encrypt(e.to_string()))?;
+        let sealed = self
+            .seal
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                AeadPayload { msg: id, aad: key },
+            )
+            .map_err(|e| StoreError::Encrypt(e.to_string()))?;
+        let mut value = nonce.to_vec();
+        value.extend_from_slice(&sealed);
+        Ok(value)
+    }
+
+    /// The message id sealed in an index row, if it opens under its key.
+    fn open_id(&self, key: &[u8], value: &[u8]) -> Option<MessageId> {
+        let (nonce, sealed) = value.split_at_checked(NONCE_BYTES)?;
+        let id = self
+            .seal
+            .decrypt(
+                XNonce::from_slice(nonce),
+                AeadPayload {
+                    msg: sealed,
+                    aad: key,
+                },
+            )
+            .ok()?;
+        id.try_into().ok()
     }
 
     fn tag(&self, label: &[u8], data: &[u8]) -> [u8; TAG_BYTES] {
@@ -178,10 +342,23 @@ impl Store {
         key
     }
 
+    fn room_tag(&self, room: &RoomName) -> [u8; TAG_BYTES] {
+        self.tag(labels::STORE_ROOM_TAG, room.as_str().as_bytes())
+    }
+
     fn message_key(&self, room: &RoomName, r: &MessageRef) -> Vec<u8> {
         let mut key = self.room_prefix(room);
         key.extend_from_slice(&r.ts.to_be_bytes());
         key.extend_from_slice(&self.tag(labels::STORE_ID_TAG, &r.id));
+        key
+    }
+
+    /// The index row beside a message's row: the same key under `r`.
+    fn index_row_key(message_key: &[u8]) -> Vec<u8> {
+        let mut key = message_key.to_vec();
+        if let Some(first) = key.first_mut() {
+            *first = INDEX_PREFIX;
+        }
         key
     }
 
@@ -237,51 +414,82 @@ impl Store {
             .map(|(pair, _)| pair)
             .collect();
         let encrypted = parallel::map(&to_encrypt, |(key, envelope)| {
-            self.encrypt_value(key, envelope.as_bytes())
+            let value = self.encrypt_value(key, envelope.as_bytes())?;
+            let index_key = Self::index_row_key(key);
+            let sealed = self.seal_id(&index_key, &envelope.id_bytes())?;
+            Ok::<_, StoreError>((value, index_key, sealed))
         });
         let mut batch = WriteBatch::default();
-        for ((key, _), value) in to_encrypt.iter().zip(encrypted) {
-            batch.put(key, value?);
+        for ((key, _), row) in to_encrypt.iter().zip(encrypted) {
+            let (value, index_key, sealed) = row?;
+            batch.put(key, value);
+            batch.put(index_key, sealed);
         }
         if !batch.is_empty() {
             self.db.write(batch)?;
+            let mut index = self.lock_index();
+            for (_, envelope) in &to_encrypt {
+                let room = self.room_tag(&envelope.payload().room);
+                index
+                    .rooms
+                    .entry(room)
+                    .or_default()
+                    .insert(message_ref(envelope));
+            }
         }
         Ok(new)
     }
 
-    /// Which of `refs` (in `room`) are not held.
-    pub fn missing(
-        &self,
-        room: &RoomName,
-        refs: &[MessageRef],
-    ) -> Result<Vec<MessageRef>, StoreError> {
-        let keys: Vec<Vec<u8>> = refs.iter().map(|r| self.message_key(room, r)).collect();
-        let mut missing = Vec::new();
-        for (r, held) in refs.iter().zip(self.db.multi_get(&keys)) {
-            if held?.is_none() {
-                missing.push(*r);
-            }
-        }
-        Ok(missing)
+    /// How many messages of `room` are held.
+    pub fn room_len(&self, room: &RoomName) -> usize {
+        let tag = self.room_tag(room);
+        self.lock_index().rooms.get(&tag).map_or(0, Items::len)
     }
 
-    /// The newest `limit` messages of `room` older than `before` (all when
-    /// `None`), as stored values in newest-first order.
+    /// The first message of a reconciliation of `room`, as the asker.
+    pub fn reconcile_start(&self, room: &RoomName) -> Result<Step, ReconcileError> {
+        let tag = self.room_tag(room);
+        let index = self.lock_index();
+        let empty = Items::new();
+        let items = index.rooms.get(&tag).unwrap_or(&empty);
+        Ok(Step {
+            next: Some(items.initiate()?),
+            ..Step::default()
+        })
+    }
+
+    /// The asker's reading of an answer in a reconciliation of `room`.
+    pub fn reconcile_step(&self, room: &RoomName, answer: &[u8]) -> Result<Step, ReconcileError> {
+        let tag = self.room_tag(room);
+        let index = self.lock_index();
+        let empty = Items::new();
+        index.rooms.get(&tag).unwrap_or(&empty).step(answer)
+    }
+
+    /// The answer to a peer's reconciliation message about `room`.
+    pub fn reconcile_answer(
+        &self,
+        room: &RoomName,
+        message: &[u8],
+    ) -> Result<Vec<u8>, ReconcileError> {
+        let tag = self.room_tag(room);
+        let index = self.lock_index();
+        let empty = Items::new();
+        index.rooms.get(&tag).unwrap_or(&empty).answer(message)
+    }
+
+    /// The newest `limit` messages of `room` dated up to `not_after`, as
+    /// stored values in newest-first order, and whether older ones exist.
     fn newest(
         &self,
         room: &RoomName,
-        before: Option<&MessageRef>,
+        not_after: u64,
         limit: usize,
     ) -> Result<(Vec<Row>, bool), StoreError> {
         let prefix = self.room_prefix(room);
-        let start = match before {
-            Some(r) => self.message_key(room, r),
-            None => {
-                let mut end = prefix.clone();
-                end.extend_from_slice(&[0xff; 8 + TAG_BYTES]);
-                end
-            }
-        };
+        let mut start = prefix.clone();
+        start.extend_from_slice(&not_after.to_be_bytes());
+        start.extend_from_slice(&[0xff; TAG_BYTES]);
         let mut rows = Vec::with_capacity(limit.min(1024));
         let mut more = false;
         for item in self
@@ -292,9 +500,6 @@ impl Store {
             if !key.starts_with(&prefix) {
                 break;
             }
-            if before.is_some() && *key == *start {
-                continue;
-            }
             if rows.len() == limit {
                 more = true;
                 break;
@@ -304,10 +509,15 @@ impl Store {
         Ok((rows, more))
     }
 
-    /// The last `limit` messages of `room`, oldest first, each decrypted and
-    /// re-verified (in parallel).
-    pub fn latest(&self, room: &RoomName, limit: usize) -> Result<Page, StoreError> {
-        let (mut rows, _) = self.newest(room, None, limit)?;
+    /// The last `limit` messages of `room` dated up to `not_after` (unix
+    /// ms), oldest first, each decrypted and re-verified (in parallel).
+    pub fn latest(
+        &self,
+        room: &RoomName,
+        limit: usize,
+        not_after: u64,
+    ) -> Result<Page, StoreError> {
+        let (mut rows, _) = self.newest(room, not_after, limit)?;
         rows.reverse();
         let opened = parallel::map(&rows, |(k, v)| self.decrypt_message(k, v));
         let total = opened.len();
@@ -316,27 +526,6 @@ impl Store {
             corrupt: total - messages.len(),
             messages,
         })
-    }
-
-    /// References to the newest `limit` messages of `room` older than
-    /// `before`, newest first, and whether older ones exist.
-    pub fn inventory(
-        &self,
-        room: &RoomName,
-        before: Option<&MessageRef>,
-        limit: usize,
-    ) -> Result<(Vec<MessageRef>, bool), StoreError> {
-        let (rows, more) = self.newest(room, before, limit)?;
-        // The id is inside the ciphertext; the signature need not be checked
-        // to list it (the asker verifies what it fetches).
-        let refs = parallel::map(&rows, |(k, v)| {
-            let data = self.decrypt_value(k, v)?;
-            let id: MessageId = contract::message_id(&data);
-            let ts = u64::from_be_bytes(k.get(1 + TAG_BYTES..1 + TAG_BYTES + 8)?.try_into().ok()?);
-            let r = MessageRef { ts, id };
-            (self.message_key(room, &r) == **k).then_some(r)
-        });
-        Ok((refs.into_iter().flatten().collect(), more))
     }
 
     /// The stored envelopes of `refs` in `room`; those not held (or corrupt) are left out.
@@ -382,6 +571,16 @@ pub fn message_ref(envelope: &Envelope) -> MessageRef {
 /// Whether an envelope belongs in the history (chat, not presence).
 pub fn is_chat(envelope: &Envelope) -> bool {
     matches!(envelope.payload().body, Body::Chat(_))
+}
+
+/// The room tag and timestamp of a message or index row key.
+fn split_row_key(key: &[u8]) -> Option<([u8; TAG_BYTES], u64)> {
+    if key.len() != MESSAGE_KEY_BYTES {
+        return None;
+    }
+    let room = key.get(1..1 + TAG_BYTES)?.try_into().ok()?;
+    let ts = key.get(1 + TAG_BYTES..1 + TAG_BYTES + 8)?.try_into().ok()?;
+    Some((room, u64::from_be_bytes(ts)))
 }
 
 #[allow(clippy::panic, reason = "HMAC takes keys of any length")]

@@ -22,7 +22,10 @@ use crate::envelope::MessageId;
 use crate::names::RoomName;
 
 pub use crate::envelope::MAX_ENVELOPE_BYTES;
-pub use crate::history::{MAX_FETCH, MAX_INVENTORY, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+pub use crate::history::reconcile::NEGENTROPY_VERSION;
+pub use crate::history::{
+    MAX_FETCH, MAX_FETCH_BYTES, MAX_RECONCILE_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+};
 pub use crate::names::{NICK_MAX_CHARS, ROOM_MAX_LEN, TEXT_MAX_BYTES};
 pub use crate::wire::MAX_PAYLOAD_BYTES;
 
@@ -33,7 +36,7 @@ pub use crate::wire::MAX_PAYLOAD_BYTES;
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/palaver/2.0.0";
 /// The catch-up protocol, negotiated on each request's stream
 /// ([`crate::history`]).
-pub const HISTORY_PROTOCOL: &str = "/palaver/history/1";
+pub const HISTORY_PROTOCOL: &str = "/palaver/history/2";
 /// libp2p circuit relay v2, the hop side a relay serves.
 pub const RELAY_HOP_PROTOCOL: &str = "/libp2p/circuit/relay/0.2.0/hop";
 /// libp2p rendezvous, which a relay serves.
@@ -290,7 +293,8 @@ mod tests {
     fn the_versions_are_those_the_codecs_write() {
         assert_eq!(ENVELOPE_VERSION, 1);
         assert_eq!(PAYLOAD_VERSION, 1);
-        assert_eq!(HISTORY_VERSION, 1);
+        assert_eq!(HISTORY_VERSION, 2);
+        assert_eq!(NEGENTROPY_VERSION, 0x61);
         assert_eq!(
             crate::wire::Payload::decode(&[PAYLOAD_VERSION + 1]).unwrap_err(),
             crate::wire::WireError::UnknownVersion(PAYLOAD_VERSION + 1)
@@ -305,15 +309,17 @@ mod tests {
         // Envelope: version, key (u8 length, 64 at most), payload (u16
         // length), signature (u8 length, 64 at most).
         assert_eq!(MAX_ENVELOPE_BYTES, 2 + 64 + 2 + MAX_PAYLOAD_BYTES + 1 + 64);
-        // A fetch of 32 references of 8 + 16 bytes, in the largest room.
-        assert_eq!(
-            MAX_REQUEST_BYTES,
-            3 + 64 + 2 + MAX_FETCH * (8 + MESSAGE_ID_BYTES)
-        );
-        // 32 envelopes, each with a u32 length.
-        assert_eq!(MAX_RESPONSE_BYTES, 4 + MAX_FETCH * (4 + MAX_ENVELOPE_BYTES));
-        // An inventory page of 256 references fits the response limit.
-        const { assert!(5 + MAX_INVENTORY * (8 + MESSAGE_ID_BYTES) <= MAX_RESPONSE_BYTES) };
+        // A reconciliation message of the largest size (u16 length), in the
+        // largest room; a fetch of 256 references of 8 + 16 bytes fits it.
+        assert_eq!(MAX_REQUEST_BYTES, 3 + 64 + 2 + MAX_RECONCILE_BYTES);
+        const { assert!(3 + 64 + 2 + MAX_FETCH * (8 + MESSAGE_ID_BYTES) <= MAX_REQUEST_BYTES) };
+        // A fetch answer's envelope bytes, after its kind and count.
+        assert_eq!(MAX_RESPONSE_BYTES, 4 + MAX_FETCH_BYTES);
+        // A reconciliation answer fits the response limit; negentropy needs
+        // frames of at least 4096 bytes; the largest envelope fits a fetch answer.
+        const { assert!(4 + MAX_RECONCILE_BYTES <= MAX_RESPONSE_BYTES) };
+        const { assert!(MAX_RECONCILE_BYTES >= 4096 && MAX_RECONCILE_BYTES <= u16::MAX as usize) };
+        const { assert!(4 + MAX_ENVELOPE_BYTES <= MAX_FETCH_BYTES) };
         // One envelope fits a gossipsub frame with room to spare.
         const { assert!(MAX_ENVELOPE_BYTES * 4 < MAX_GOSSIP_FRAME_BYTES) };
     }

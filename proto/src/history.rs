@@ -1,15 +1,20 @@
-//! The catch-up protocol, `/palaver/history/1`: how two members of a room find
+//! The catch-up protocol, `/palaver/history/2`: how two members of a room find
 //! out which messages the other lacks and hand them over.
 //!
-//! The asking side pulls in two steps, newest first:
-//! 1. [`Request::Inventory`]: "which messages of this room do you hold, before
-//!    this point?" The answer is a page of (timestamp, id) references.
-//! 2. [`Request::Fetch`]: "send me these ones", the ids it lacks. The answer is
-//!    their signed envelopes, each verified by the asker as if gossiped.
+//! The asking side pulls in two kinds of steps:
+//! 1. [`Request::Reconcile`]: a round of range-based set reconciliation (the
+//!    negentropy protocol, see [`reconcile`]) over the room's messages,
+//!    ordered by (timestamp, id). Two sets that differ by a few messages
+//!    agree in a few rounds and a few KB, whatever the shape of the gaps;
+//!    each round tells the asker some of the messages it lacks.
+//! 2. [`Request::Fetch`]: "send me these ones". The answer is their signed
+//!    envelopes, each verified by the asker as if gossiped.
 //!
-//! Both sides ask, so each ends up with what the other had. Every page is
+//! Both sides ask, so each ends up with what the other had. Every message is
 //! bounded in count and bytes, so no peer can make another read or send
 //! unbounded data. The encoding is versioned and strict, like [`crate::wire`].
+
+pub mod reconcile;
 
 use crate::contract::MESSAGE_ID_BYTES;
 use crate::envelope::{MAX_ENVELOPE_BYTES, MessageId};
@@ -20,19 +25,21 @@ use crate::wire::{Reader, WireError};
 /// ([`crate::contract::HISTORY_PROTOCOL`]).
 pub const PROTOCOL: &str = crate::contract::HISTORY_PROTOCOL;
 /// The version this code writes, first byte of every request and response.
-pub const VERSION: u8 = 1;
-/// Most references in one inventory page.
-pub const MAX_INVENTORY: usize = 256;
+pub const VERSION: u8 = 2;
+/// Largest reconciliation message, either way (negentropy's frame size limit).
+pub const MAX_RECONCILE_BYTES: usize = 60_000;
 /// Most envelopes asked for (and sent) in one fetch.
-pub const MAX_FETCH: usize = 32;
-/// Largest valid request: a fetch of [`MAX_FETCH`] references.
-pub const MAX_REQUEST_BYTES: usize = 2 + 1 + ROOM_MAX_LEN + 2 + MAX_FETCH * REF_BYTES;
-/// Encoded size of a [`MessageRef`].
-const REF_BYTES: usize = 8 + MESSAGE_ID_BYTES;
-/// Largest valid response: [`MAX_FETCH`] envelopes of the largest size.
-pub const MAX_RESPONSE_BYTES: usize = 2 + 2 + MAX_FETCH * (4 + MAX_ENVELOPE_BYTES);
+pub const MAX_FETCH: usize = 256;
+/// Most bytes of envelopes (each with its 4-byte length) in one fetch
+/// answer; the answerer stops before it would pass this.
+pub const MAX_FETCH_BYTES: usize = 262_144;
+/// Largest valid request: a reconciliation message of the largest size
+/// (larger than a fetch of [`MAX_FETCH`] references).
+pub const MAX_REQUEST_BYTES: usize = 2 + 1 + ROOM_MAX_LEN + 2 + MAX_RECONCILE_BYTES;
+/// Largest valid response: a fetch answer of [`MAX_FETCH_BYTES`].
+pub const MAX_RESPONSE_BYTES: usize = 2 + 2 + MAX_FETCH_BYTES;
 
-/// One message as an inventory lists it: its author's timestamp and its id.
+/// One message as catch-up names it: its author's timestamp and its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MessageRef {
     pub ts: u64,
@@ -42,14 +49,9 @@ pub struct MessageRef {
 /// What one member asks another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// The references of the newest messages held in `room` older than
-    /// `before` (all when `None`), newest first, at most `limit`.
-    Inventory {
-        room: RoomName,
-        before: Option<MessageRef>,
-        limit: u16,
-    },
-    /// The envelopes of these messages (as an inventory listed them), from `room`.
+    /// One round of reconciliation of `room`: a negentropy message.
+    Reconcile { room: RoomName, message: Vec<u8> },
+    /// The envelopes of these messages, from `room`.
     Fetch {
         room: RoomName,
         refs: Vec<MessageRef>,
@@ -59,21 +61,23 @@ pub enum Request {
 /// Why a request was not answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The peer is answering too many requests; ask again later.
+    /// The peer is answering too many requests, or this asker used up its
+    /// budget; ask again later.
     Busy,
-    /// The peer cannot read its history right now.
+    /// The peer cannot read its history right now, or is not in the room.
     Unavailable,
+    /// The peer does not (yet) count the asker as a member of the room; ask
+    /// again once it has heard from the asker.
+    NotMember,
 }
 
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// Newest first; `more` when older ones exist beyond this page.
-    Inventory {
-        refs: Vec<MessageRef>,
-        more: bool,
-    },
-    /// Signed envelopes, as stored (those not held are left out).
+    /// The answer to a reconciliation round: a negentropy message.
+    Reconcile(Vec<u8>),
+    /// Signed envelopes, as stored (those not held are left out, and those
+    /// past [`MAX_FETCH_BYTES`]).
     Envelopes(Vec<Vec<u8>>),
     Refused(Refusal),
 }
@@ -81,7 +85,7 @@ pub enum Response {
 impl Request {
     pub fn room(&self) -> &RoomName {
         match self {
-            Request::Inventory { room, .. } | Request::Fetch { room, .. } => room,
+            Request::Reconcile { room, .. } | Request::Fetch { room, .. } => room,
         }
     }
 
@@ -90,19 +94,14 @@ impl Request {
         out.push(VERSION);
         let room = self.room().as_str().as_bytes();
         match self {
-            Request::Inventory { before, limit, .. } => {
+            Request::Reconcile { message, .. } => {
                 out.push(1);
                 // Fits: the newtype bounds room names to 64 bytes.
                 out.push(room.len() as u8);
                 out.extend_from_slice(room);
-                match before {
-                    Some(r) => {
-                        out.push(1);
-                        put_ref(&mut out, r);
-                    }
-                    None => out.push(0),
-                }
-                out.extend_from_slice(&limit.to_be_bytes());
+                let message = &message[..message.len().min(MAX_RECONCILE_BYTES)];
+                out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+                out.extend_from_slice(message);
             }
             Request::Fetch { refs, .. } => {
                 out.push(2);
@@ -127,19 +126,10 @@ impl Request {
         let kind = r.u8()?;
         let room = r.name("room")?;
         let request = match kind {
-            1 => {
-                let before = match r.u8()? {
-                    0 => None,
-                    1 => Some(get_ref(&mut r)?),
-                    other => return Err(WireError::UnknownKind(other)),
-                };
-                let limit = r.u16()?;
-                Request::Inventory {
-                    room,
-                    before,
-                    limit,
-                }
-            }
+            1 => Request::Reconcile {
+                room,
+                message: reconcile_message(&mut r)?,
+            },
             2 => {
                 let count = count(&mut r, "references", MAX_FETCH)?;
                 let refs = (0..count)
@@ -159,24 +149,28 @@ impl Response {
         let mut out = Vec::with_capacity(256);
         out.push(VERSION);
         match self {
-            Response::Inventory { refs, more } => {
+            Response::Reconcile(message) => {
                 out.push(1);
-                out.push(u8::from(*more));
-                let refs = &refs[..refs.len().min(MAX_INVENTORY)];
-                out.extend_from_slice(&(refs.len() as u16).to_be_bytes());
-                for r in refs {
-                    put_ref(&mut out, r);
-                }
+                let message = &message[..message.len().min(MAX_RECONCILE_BYTES)];
+                out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+                out.extend_from_slice(message);
             }
             Response::Envelopes(envelopes) => {
                 out.push(2);
-                let envelopes: Vec<&Vec<u8>> = envelopes
-                    .iter()
-                    .filter(|e| e.len() <= MAX_ENVELOPE_BYTES)
-                    .take(MAX_FETCH)
-                    .collect();
-                out.extend_from_slice(&(envelopes.len() as u16).to_be_bytes());
-                for e in envelopes {
+                let mut budget = MAX_FETCH_BYTES;
+                let mut kept: Vec<&Vec<u8>> = Vec::new();
+                for e in envelopes.iter().filter(|e| e.len() <= MAX_ENVELOPE_BYTES) {
+                    let Some(left) = budget.checked_sub(4 + e.len()) else {
+                        break;
+                    };
+                    if kept.len() == MAX_FETCH {
+                        break;
+                    }
+                    budget = left;
+                    kept.push(e);
+                }
+                out.extend_from_slice(&(kept.len() as u16).to_be_bytes());
+                for e in kept {
                     out.extend_from_slice(&(e.len() as u32).to_be_bytes());
                     out.extend_from_slice(e);
                 }
@@ -186,6 +180,7 @@ impl Response {
                 out.push(match why {
                     Refusal::Busy => 1,
                     Refusal::Unavailable => 2,
+                    Refusal::NotMember => 3,
                 });
             }
         }
@@ -199,18 +194,7 @@ impl Response {
         let mut r = Reader(bytes);
         version(&mut r)?;
         let response = match r.u8()? {
-            1 => {
-                let more = match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    other => return Err(WireError::UnknownKind(other)),
-                };
-                let count = count(&mut r, "references", MAX_INVENTORY)?;
-                let refs = (0..count)
-                    .map(|_| get_ref(&mut r))
-                    .collect::<Result<_, _>>()?;
-                Response::Inventory { refs, more }
-            }
+            1 => Response::Reconcile(reconcile_message(&mut r)?),
             2 => {
                 let count = count(&mut r, "envelopes", MAX_FETCH)?;
                 let mut envelopes = Vec::with_capacity(count);
@@ -227,6 +211,7 @@ impl Response {
             3 => Response::Refused(match r.u8()? {
                 1 => Refusal::Busy,
                 2 => Refusal::Unavailable,
+                3 => Refusal::NotMember,
                 other => return Err(WireError::UnknownKind(other)),
             }),
             other => return Err(WireError::UnknownKind(other)),
@@ -234,6 +219,14 @@ impl Response {
         end(&r)?;
         Ok(response)
     }
+}
+
+fn reconcile_message(r: &mut Reader<'_>) -> Result<Vec<u8>, WireError> {
+    let len = usize::from(r.u16()?);
+    if len > MAX_RECONCILE_BYTES {
+        return Err(WireError::TooLong(len));
+    }
+    Ok(r.take(len)?.to_vec())
 }
 
 fn version(r: &mut Reader<'_>) -> Result<(), WireError> {
@@ -279,6 +272,9 @@ fn get_ref(r: &mut Reader<'_>) -> Result<MessageRef, WireError> {
 mod tests {
     use super::*;
 
+    /// Encoded size of a [`MessageRef`].
+    const REF_BYTES: usize = 8 + MESSAGE_ID_BYTES;
+
     fn room() -> RoomName {
         "lobby".parse().unwrap()
     }
@@ -286,18 +282,13 @@ mod tests {
     #[test]
     fn every_request_and_response_round_trips() {
         let requests = [
-            Request::Inventory {
+            Request::Reconcile {
                 room: room(),
-                before: None,
-                limit: 256,
+                message: vec![0x61, 0, 0],
             },
-            Request::Inventory {
+            Request::Reconcile {
                 room: room(),
-                before: Some(MessageRef {
-                    ts: 17,
-                    id: [7; 16],
-                }),
-                limit: 3,
+                message: vec![],
             },
             Request::Fetch {
                 room: room(),
@@ -311,17 +302,40 @@ mod tests {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         }
         let responses = [
-            Response::Inventory {
-                refs: vec![MessageRef { ts: 9, id: [3; 16] }],
-                more: true,
-            },
+            Response::Reconcile(vec![0x61]),
             Response::Envelopes(vec![vec![1, 2, 3], vec![]]),
             Response::Refused(Refusal::Busy),
             Response::Refused(Refusal::Unavailable),
+            Response::Refused(Refusal::NotMember),
         ];
         for r in responses {
             assert_eq!(Response::decode(&r.encode()).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn the_largest_messages_fit_their_limits() {
+        let room: RoomName = "r".repeat(ROOM_MAX_LEN).parse().unwrap();
+        let reconcile = Request::Reconcile {
+            room: room.clone(),
+            message: vec![7; MAX_RECONCILE_BYTES],
+        }
+        .encode();
+        assert_eq!(reconcile.len(), MAX_REQUEST_BYTES);
+        let fetch = Request::Fetch {
+            room,
+            refs: vec![MessageRef { ts: 1, id: [1; 16] }; MAX_FETCH],
+        }
+        .encode();
+        assert!(fetch.len() <= MAX_REQUEST_BYTES);
+        // An answer stops before its byte budget: what is left out is asked again.
+        let big = vec![vec![9u8; MAX_ENVELOPE_BYTES]; MAX_FETCH];
+        let encoded = Response::Envelopes(big).encode();
+        assert!(encoded.len() <= MAX_RESPONSE_BYTES);
+        let Ok(Response::Envelopes(kept)) = Response::decode(&encoded) else {
+            panic!("does not decode");
+        };
+        assert_eq!(kept.len(), MAX_FETCH_BYTES / (4 + MAX_ENVELOPE_BYTES));
     }
 
     #[test]
@@ -331,11 +345,11 @@ mod tests {
         fetch.extend_from_slice(&((MAX_FETCH + 1) as u16).to_be_bytes());
         fetch.extend(std::iter::repeat_n(0u8, (MAX_FETCH + 1) * REF_BYTES));
         assert!(Request::decode(&fetch).is_err());
-        let mut inventory = vec![VERSION, 1, 0];
-        inventory.extend_from_slice(&((MAX_INVENTORY + 1) as u16).to_be_bytes());
+        let mut reconcile = vec![VERSION, 1];
+        reconcile.extend_from_slice(&((MAX_RECONCILE_BYTES + 1) as u16).to_be_bytes());
         assert!(matches!(
-            Response::decode(&inventory),
-            Err(WireError::TooMany { .. })
+            Response::decode(&reconcile),
+            Err(WireError::TooLong(_))
         ));
         let mut envelopes = vec![VERSION, 2, 0, 1];
         envelopes.extend_from_slice(&u32::MAX.to_be_bytes());
@@ -358,9 +372,9 @@ mod tests {
         let mut long = good.clone();
         long.push(0);
         assert!(Request::decode(&long).is_err());
-        let mut newer = good;
-        newer[0] = 2;
-        assert_eq!(Request::decode(&newer), Err(WireError::UnknownVersion(2)));
+        let mut older = good;
+        older[0] = 1;
+        assert_eq!(Request::decode(&older), Err(WireError::UnknownVersion(1)));
     }
 
     #[test]

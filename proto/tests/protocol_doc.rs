@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use libp2p_identity::Keypair;
 use palaver_proto::contract::{self, labels};
 use palaver_proto::envelope::{Envelope, hex_id};
+use palaver_proto::history::reconcile::{Items, item_id};
 use palaver_proto::history::{MessageRef, Refusal, Request, Response};
 use palaver_proto::wire::{Body, Payload};
 
@@ -78,8 +79,13 @@ fn expected() -> BTreeMap<String, String> {
         ("MAX_PAYLOAD_BYTES", contract::MAX_PAYLOAD_BYTES),
         ("MAX_ENVELOPE_BYTES", contract::MAX_ENVELOPE_BYTES),
         ("MAX_GOSSIP_FRAME_BYTES", contract::MAX_GOSSIP_FRAME_BYTES),
-        ("MAX_INVENTORY", contract::MAX_INVENTORY),
+        (
+            "NEGENTROPY_VERSION",
+            usize::from(contract::NEGENTROPY_VERSION),
+        ),
+        ("MAX_RECONCILE_BYTES", contract::MAX_RECONCILE_BYTES),
         ("MAX_FETCH", contract::MAX_FETCH),
+        ("MAX_FETCH_BYTES", contract::MAX_FETCH_BYTES),
         ("MAX_REQUEST_BYTES", contract::MAX_REQUEST_BYTES),
         ("MAX_RESPONSE_BYTES", contract::MAX_RESPONSE_BYTES),
         ("ROOM_MAX_LEN", contract::ROOM_MAX_LEN),
@@ -209,22 +215,26 @@ fn the_test_vectors_are_what_the_code_produces() {
         ts: 1_700_000_000_000,
         id,
     };
-    let inventory = Request::Inventory {
+    check("item id", hex(&item_id(&reference)));
+    // Negentropy messages are the `negentropy` crate's (the reference
+    // implementation's Rust port), over the sets named in PROTOCOL.md.
+    let held = Items::from_refs([reference]);
+    let first = held.initiate().unwrap();
+    let reconcile = Request::Reconcile {
         room: room.clone(),
-        before: None,
-        limit: 256,
+        message: first.clone(),
     };
-    check("inventory request", hex(&inventory.encode()));
+    check("reconcile request", hex(&reconcile.encode()));
+    let answer = Items::new().answer(&first).unwrap();
+    check(
+        "reconcile response",
+        hex(&Response::Reconcile(answer).encode()),
+    );
     let fetch = Request::Fetch {
         room,
         refs: vec![reference],
     };
     check("fetch request", hex(&fetch.encode()));
-    let page = Response::Inventory {
-        refs: vec![reference],
-        more: false,
-    };
-    check("inventory response", hex(&page.encode()));
     let envelopes = Response::Envelopes(vec![envelope.as_bytes().to_vec()]);
     check("envelopes response", hex(&envelopes.encode()));
     check(

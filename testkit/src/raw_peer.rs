@@ -7,6 +7,7 @@
 //!
 //! The swarm runs on QUIC and needs a tokio runtime: build it inside one.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{Multiaddr, StreamProtocol, Swarm, SwarmBuilder};
 use palaver_node::CatchUpCodec;
 use palaver_proto::contract;
-use palaver_proto::history::Response;
+use palaver_proto::history::reconcile::Items;
+use palaver_proto::history::{MessageRef, Refusal, Request, Response};
 
 /// What a raw peer speaks.
 #[derive(Debug, Clone, Copy, Default)]
@@ -128,4 +130,60 @@ pub fn raw_peer_in_room(
     swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
     swarm.dial(addr)?;
     Ok((swarm, topic))
+}
+
+/// What a raw peer holds and serves by catch-up: envelopes, each under the
+/// timestamp it claims for it (a hostile test may lie). It answers
+/// reconciliation over those (ts, id) pairs as a node would, and fetches
+/// with whatever it holds under what was asked, genuine or not.
+#[derive(Debug, Default, Clone)]
+pub struct Served {
+    items: Items,
+    envelopes: HashMap<MessageRef, Vec<u8>>,
+}
+
+impl Served {
+    /// Holds these envelopes, each as (bytes, claimed ts).
+    pub fn new(envelopes: impl IntoIterator<Item = (Vec<u8>, u64)>) -> Self {
+        let envelopes: HashMap<MessageRef, Vec<u8>> = envelopes
+            .into_iter()
+            .map(|(bytes, ts)| (reference(&bytes, ts), bytes))
+            .collect();
+        Self {
+            items: Items::from_refs(envelopes.keys().copied()),
+            envelopes,
+        }
+    }
+
+    /// How many envelopes it holds.
+    pub fn len(&self) -> usize {
+        self.envelopes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.envelopes.is_empty()
+    }
+
+    /// The answer to a node's catch-up request.
+    pub fn answer(&self, request: &Request) -> Response {
+        match request {
+            Request::Reconcile { message, .. } => match self.items.answer(message) {
+                Ok(answer) => Response::Reconcile(answer),
+                Err(_) => Response::Refused(Refusal::Unavailable),
+            },
+            Request::Fetch { refs, .. } => Response::Envelopes(
+                refs.iter()
+                    .filter_map(|r| self.envelopes.get(r).cloned())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// How catch-up names an envelope claimed to be dated `ts`.
+pub fn reference(bytes: &[u8], ts: u64) -> MessageRef {
+    MessageRef {
+        ts,
+        id: contract::message_id(bytes),
+    }
 }

@@ -29,7 +29,7 @@ pub struct Behaviour {
 }
 
 /// How long one catch-up request may take.
-const CATCH_UP_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const CATCH_UP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Catch-up streams open at once on one connection, both directions together.
 const CATCH_UP_STREAMS_PER_CONNECTION: usize = 4;
 

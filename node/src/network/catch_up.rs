@@ -1,484 +1,561 @@
 //! Bookkeeping for catch-up, free of I/O: which pulls from which peer are
-//! under way, where each stands, and which may start. The event loop sends
-//! the requests this asks for and feeds back what comes.
+//! under way, where each stands, which wait for a slot, and when each room
+//! is due for anti-entropy. The event loop feeds it what comes (answers,
+//! store results, time) and applies the [`Action`]s it asks for.
 //!
-//! One pull walks the other side's inventory of a room newest first, a page
-//! at a time, and fetches the messages this node lacks, oldest first within
-//! a page. It stops at the first page with nothing missing, at the end of the
-//! other side's history, after [`MAX_PAGES`] pages, or at the first fault.
+//! A pull reconciles one room with one peer (`/palaver/history/2`): rounds
+//! of negentropy, each computed by the store thread over the room's set,
+//! and fetches of what a round said is missing, [`MAX_FETCH`] at a time,
+//! before the next round. It ends when reconciliation is over and
+//! everything learnt is fetched, at the first fault, or when it stalls.
 //!
-//! A node under more load than it can verify sheds live messages (see the
-//! event loop). Whoever sent one has it, so the node remembers that peer and
-//! room, and once the load has eased pulls from it, walking back past pages
-//! with nothing missing to a little before the first message it shed.
+//! Pulls are asked for when a member appears or reconnects, for messages
+//! shed under load (from the peer that forwarded them and from another
+//! member), and every anti-entropy period with a random present member of
+//! each room, so that nothing stays missing for longer than that. A pull
+//! asked for while the slots are full waits in a queue and starts when one
+//! frees. A peer that stalls or serves junk gets a strike; random picks
+//! avoid peers with strikes while others are there.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::request_response::OutboundRequestId;
 use palaver_proto::RoomName;
-use palaver_proto::history::{MAX_FETCH, MAX_INVENTORY, MessageRef, Request};
+use palaver_proto::contract::MAX_CLOCK_SKEW_MS;
+use palaver_proto::history::reconcile::Step;
+use palaver_proto::history::{MAX_FETCH, MessageRef, Request};
 
-/// Most inventory pages one pull walks (256 references each).
-pub const MAX_PAGES: usize = 40;
 /// Most pulls under way at once, all rooms together.
 pub const MAX_PULLS: usize = 16;
 /// Most pulls under way in one room (the rest of the room has the same messages).
 pub const MAX_PULLS_PER_ROOM: usize = 3;
-/// The soonest the same peer is asked about the same room again.
+/// The soonest the same peer is asked about the same room again because it
+/// appeared or reconnected (shed messages and anti-entropy do not wait).
 pub const REPEAT_AFTER: Duration = Duration::from_secs(10);
+/// Most reconciliation rounds in one pull (a store of 100,000 messages
+/// reaches an empty one in about 60).
+pub const MAX_ROUNDS: usize = 512;
+/// Most requests in one pull, rounds and fetches together.
+pub const MAX_REQUESTS: usize = 8192;
+/// A pull whose peer has not answered for this long ends, and the peer gets a strike.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+/// How long after a "busy" or "not a member" refusal the request is sent
+/// again (plus up to as much again, at random).
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// Most refusals one pull takes before it gives up.
+pub const MAX_REFUSALS: u32 = 30;
+/// Most pulls waiting for a slot.
+const MAX_QUEUED: usize = 1024;
 /// Most (peer, room) start times remembered.
 const MAX_REMEMBERED: usize = 4096;
-/// How long after a "busy" refusal a pull is tried again (plus up to as much again).
-pub const BUSY_RETRY: Duration = Duration::from_secs(2);
-/// Most pulls waiting to be retried.
-const MAX_RETRIES: usize = 256;
-/// Most (peer, room) pairs remembered as owing shed messages.
+/// Most rooms remembered as owing shed messages, and forwarders per room.
 const MAX_SHED: usize = 256;
-/// How often pulls owed for shed messages are looked at while any are owed.
+const MAX_SHED_FORWARDERS: usize = 8;
+/// How often shed messages owed are looked at while any are.
 pub const SHED_CHECK: Duration = Duration::from_millis(250);
+/// Strikes after which a peer is picked only when nobody else is there.
+const STRIKES_TO_AVOID: u32 = 2;
+/// Most peers whose strikes are remembered.
+const MAX_STRUCK: usize = 4096;
+
+/// Which pull.
+pub type Key = (PeerId, RoomName);
+
+/// Why a pull is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The peer became a member of the room, or connected again.
+    Met,
+    /// Live messages were shed under load.
+    Shed,
+    /// The room's anti-entropy period came round.
+    AntiEntropy,
+}
+
+/// What the event loop is to do for catch-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Compute a round of a pull's reconciliation on the store thread: the
+    /// first message (`answer` is `None`) or the reading of the peer's answer.
+    Reconcile { key: Key, answer: Option<Vec<u8>> },
+    /// Send this request to the pull's peer, and record its id with [`CatchUps::sent`].
+    Send { key: Key, request: Request },
+}
+
+/// What a pull waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    /// The store thread (a round to compute, or a page to store).
+    Store,
+    /// The peer's answer to this reconciliation message.
+    Reconcile(Vec<u8>),
+    /// The peer's answer to this fetch.
+    Fetch(Vec<MessageRef>),
+    /// The time to send this request again (the peer was busy).
+    Retry(Request, Instant),
+}
 
 /// One pull from one peer about one room.
 #[derive(Debug)]
 struct Pull {
-    /// The oldest reference of the last inventory page.
-    cursor: Option<MessageRef>,
-    pages: usize,
-    more: bool,
-    /// Missing references still to fetch, in chunks, oldest first.
-    to_fetch: VecDeque<Vec<MessageRef>>,
-    /// Walk back at least to this timestamp (ms), even past pages with
-    /// nothing missing: messages were shed from then on.
-    back_to: Option<u64>,
-    /// What the request under way asked for.
     asked: Asked,
+    /// The next reconciliation message, sent once `to_fetch` is empty.
+    next: Option<Vec<u8>>,
+    /// Missing messages still to fetch, oldest first.
+    to_fetch: VecDeque<MessageRef>,
+    rounds: usize,
+    requests: usize,
+    refusals: u32,
+    /// When the peer last answered (or the pull started).
+    heard: Instant,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Asked {
-    Inventory,
-    Fetch(Vec<MessageRef>),
-    /// Waiting for the store (which refs are missing, or storing a page).
-    Store,
-}
-
-type Key = (PeerId, RoomName);
-
-/// Every pull under way.
-#[derive(Debug, Default)]
+/// Every pull under way, waiting, or due.
+#[derive(Debug)]
 pub struct CatchUps {
     pulls: HashMap<Key, Pull>,
     requests: HashMap<OutboundRequestId, Key>,
     started: HashMap<Key, Instant>,
-    /// Pulls refused as busy, and when to try them again.
-    retries: HashMap<Key, Instant>,
-    /// Peers whose live messages about a room were shed, and the timestamp
-    /// (ms) to walk back to when pulling them.
-    shed: HashMap<Key, u64>,
-    /// While shed messages are owed: when to look again whether their pulls may start.
+    queue: VecDeque<(Key, Reason)>,
+    /// Rooms whose live messages were shed, and who forwarded them.
+    shed: HashMap<RoomName, HashSet<PeerId>>,
     shed_check_at: Option<Instant>,
+    /// When each joined room is next due for anti-entropy.
+    anti_entropy: HashMap<RoomName, Instant>,
+    period: Duration,
+    strikes: HashMap<PeerId, u32>,
+    actions: Vec<Action>,
+    rng: u64,
 }
 
 impl CatchUps {
-    /// Whether a pull from `peer` about `room` may start now; if so it is
-    /// recorded, and the first request to send is returned.
-    pub fn start(&mut self, peer: PeerId, room: &RoomName, now: Instant) -> Option<Request> {
-        self.start_back_to(peer, room, now, None)
+    /// Catch-up with an anti-entropy round every `period` (give or take a
+    /// quarter, at random); `seed` seeds the jitter.
+    pub fn new(period: Duration, seed: u64) -> Self {
+        Self {
+            pulls: HashMap::new(),
+            requests: HashMap::new(),
+            started: HashMap::new(),
+            queue: VecDeque::new(),
+            shed: HashMap::new(),
+            shed_check_at: None,
+            anti_entropy: HashMap::new(),
+            period,
+            strikes: HashMap::new(),
+            actions: Vec::new(),
+            rng: seed | 1,
+        }
     }
 
-    fn start_back_to(
-        &mut self,
-        peer: PeerId,
-        room: &RoomName,
-        now: Instant,
-        back_to: Option<u64>,
-    ) -> Option<Request> {
+    /// What the event loop is to do now (each call empties the list).
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Asks for a pull from `peer` about `room`. It starts at once if a slot
+    /// is free, waits for one otherwise; a pull under way, already waiting,
+    /// or (for [`Reason::Met`]) started less than [`REPEAT_AFTER`] ago is
+    /// not asked twice.
+    pub fn request(&mut self, peer: PeerId, room: &RoomName, reason: Reason, now: Instant) {
         let key = (peer, room.clone());
-        if self.pulls.contains_key(&key)
-            || self.pulls.len() >= MAX_PULLS
-            || self.pulls.keys().filter(|(_, r)| r == room).count() >= MAX_PULLS_PER_ROOM
-            || self
+        if self.pulls.contains_key(&key) || self.queue.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        if reason == Reason::Met
+            && self
                 .started
                 .get(&key)
                 .is_some_and(|t| now.saturating_duration_since(*t) < REPEAT_AFTER)
         {
-            return None;
+            return;
         }
+        if self.has_slot(room) {
+            self.start(key, now);
+        } else if self.queue.len() < MAX_QUEUED {
+            self.queue.push_back((key, reason));
+        }
+    }
+
+    fn has_slot(&self, room: &RoomName) -> bool {
+        self.pulls.len() < MAX_PULLS
+            && self.pulls.keys().filter(|(_, r)| r == room).count() < MAX_PULLS_PER_ROOM
+    }
+
+    fn start(&mut self, key: Key, now: Instant) {
         if self.started.len() >= MAX_REMEMBERED {
             self.started
                 .retain(|_, t| now.saturating_duration_since(*t) < REPEAT_AFTER);
         }
         self.started.insert(key.clone(), now);
         self.pulls.insert(
-            key,
+            key.clone(),
             Pull {
-                cursor: None,
-                pages: 0,
-                more: false,
+                asked: Asked::Store,
+                next: None,
                 to_fetch: VecDeque::new(),
-                back_to,
-                asked: Asked::Inventory,
+                rounds: 0,
+                requests: 0,
+                refusals: 0,
+                heard: now,
             },
         );
-        Some(inventory(room, None))
+        self.actions.push(Action::Reconcile { key, answer: None });
     }
 
-    /// A live message about `room` from `peer` was shed; messages from
-    /// `since` (ms) on are to be pulled from it once [`Self::start_shed`] is
-    /// called. At most [`MAX_SHED`] pairs are remembered.
-    pub fn shed(&mut self, peer: PeerId, room: &RoomName, since: u64, now: Instant) {
-        self.shed_check_at.get_or_insert(now + SHED_CHECK);
-        let key = (peer, room.clone());
-        if let Some(earliest) = self.shed.get_mut(&key) {
-            *earliest = (*earliest).min(since);
-        } else if self.shed.len() < MAX_SHED {
-            self.shed.insert(key, since);
-        }
-    }
-
-    /// Starts the pulls owed for shed messages that may start now, from
-    /// peers `reachable` says are still there (the others are forgotten);
-    /// the rest wait for a later call. Nothing starts while the node is
-    /// still under load (not `eased`).
-    pub fn start_shed(
-        &mut self,
-        now: Instant,
-        eased: bool,
-        reachable: impl Fn(&Key) -> bool,
-    ) -> Vec<(PeerId, Request)> {
-        self.shed.retain(|key, _| reachable(key));
-        self.shed_check_at = (!self.shed.is_empty()).then(|| now + SHED_CHECK);
-        if !eased {
-            return Vec::new();
-        }
-        let owed: Vec<(Key, u64)> = self.shed.iter().map(|(k, t)| (k.clone(), *t)).collect();
-        let mut started = Vec::new();
-        for ((peer, room), since) in owed {
-            if let Some(request) = self.start_back_to(peer, &room, now, Some(since)) {
-                self.shed.remove(&(peer, room));
-                started.push((peer, request));
+    /// Starts waiting pulls while slots are free.
+    fn fill_slots(&mut self, now: Instant) {
+        let mut waiting = VecDeque::with_capacity(self.queue.len());
+        while let Some((key, reason)) = self.queue.pop_front() {
+            if self.pulls.len() >= MAX_PULLS {
+                waiting.push_back((key, reason));
+                continue;
+            }
+            if self.pulls.contains_key(&key) {
+                continue;
+            }
+            if self.has_slot(&key.1) {
+                self.start(key, now);
+            } else {
+                waiting.push_back((key, reason));
             }
         }
-        if self.shed.is_empty() {
-            self.shed_check_at = None;
+        self.queue = waiting;
+    }
+
+    /// Records the id of a request just sent for `key`.
+    pub fn sent(&mut self, id: OutboundRequestId, key: Key) {
+        if let Some(pull) = self.pulls.get_mut(&key) {
+            pull.requests += 1;
         }
-        started
+        self.requests.insert(id, key);
     }
 
-    /// Records the id of the request just sent for `peer` and `room`.
-    pub fn sent(&mut self, id: OutboundRequestId, peer: PeerId, room: RoomName) {
-        self.requests.insert(id, (peer, room));
-    }
-
-    /// Which pull a response belongs to (forgetting the request).
+    /// Which pull an answer (or a failure) belongs to, forgetting the request.
     pub fn answered(&mut self, id: &OutboundRequestId) -> Option<Key> {
         self.requests.remove(id)
     }
 
-    /// An inventory page came: the store is to say which of `refs` are
-    /// missing. Returns false (and ends the pull) if none was asked for or
-    /// the page is not newest-first below the cursor.
-    pub fn on_inventory(&mut self, key: &Key, refs: &[MessageRef], more: bool) -> bool {
+    /// The store computed a round: fetch what is missing (dated up to
+    /// `now_ms` plus the allowed skew; later ones are refused, so that no
+    /// one can bury history under the future), then send the next message.
+    pub fn on_step(&mut self, key: &Key, step: Step, now_ms: u64, now: Instant) {
+        let Some(pull) = self.pulls.get_mut(key) else {
+            return;
+        };
+        if pull.asked != Asked::Store {
+            return self.end(key, false, now);
+        }
+        let not_after = now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
+        pull.to_fetch
+            .extend(step.need.into_iter().filter(|r| r.ts <= not_after));
+        pull.next = step.next;
+        self.advance(key, now);
+    }
+
+    /// A reconciliation answer came: true if one was asked for (it goes to
+    /// the store next); otherwise the pull ends.
+    pub fn on_reconcile_answer(&mut self, key: &Key, now: Instant) -> bool {
         let Some(pull) = self.pulls.get_mut(key) else {
             return false;
         };
-        // Newest first by timestamp (ties come in the other side's key order).
-        let ordered = refs.windows(2).all(|w| w[0].ts >= w[1].ts)
-            && pull
-                .cursor
-                .is_none_or(|c| refs.first().is_none_or(|f| f.ts <= c.ts && *f != c));
-        if pull.asked != Asked::Inventory || !ordered || refs.len() > MAX_INVENTORY {
-            self.pulls.remove(key);
+        if !matches!(pull.asked, Asked::Reconcile(_)) {
+            self.end(key, true, now);
             return false;
         }
-        pull.pages += 1;
-        pull.more = more && !refs.is_empty();
-        pull.cursor = refs.last().copied().or(pull.cursor);
         pull.asked = Asked::Store;
+        pull.heard = now;
         true
     }
 
-    /// The store said which references of the last page are missing.
-    /// Returns the next request, or `None` when the pull is over.
-    pub fn on_missing(&mut self, key: &Key, mut missing: Vec<MessageRef>) -> Option<Request> {
-        let pull = self.pulls.get_mut(key)?;
-        let reaching_back = pull
-            .back_to
-            .is_some_and(|t| pull.cursor.is_some_and(|c| c.ts > t));
-        if missing.is_empty() && !reaching_back {
-            // Everything on this page is here already: older pages are too.
-            self.pulls.remove(key);
-            return None;
-        }
-        missing.sort();
-        pull.to_fetch = missing.chunks(MAX_FETCH).map(<[_]>::to_vec).collect();
-        self.next(key)
-    }
-
-    /// What a fetch asked for, to check the envelopes that answer it.
-    pub fn on_envelopes(&mut self, key: &Key) -> Option<Vec<MessageRef>> {
+    /// Fetched envelopes came: what the fetch asked for, to check them
+    /// against; `None` (and the pull ends) if no fetch was asked for.
+    pub fn on_envelopes(&mut self, key: &Key, now: Instant) -> Option<Vec<MessageRef>> {
         let pull = self.pulls.get_mut(key)?;
         match std::mem::replace(&mut pull.asked, Asked::Store) {
-            Asked::Fetch(refs) => Some(refs),
+            Asked::Fetch(refs) => {
+                pull.heard = now;
+                Some(refs)
+            }
             _ => {
-                self.pulls.remove(key);
+                self.end(key, true, now);
                 None
             }
         }
     }
 
-    /// A fetched page was stored. Returns the next request, or `None` when
-    /// the pull is over.
-    pub fn on_stored(&mut self, key: &Key) -> Option<Request> {
-        self.next(key)
+    /// A fetched page was checked and stored; `served` are the genuine
+    /// envelopes it held. What was asked for and not served is asked again
+    /// if the page made progress (an answer stops at its byte budget).
+    pub fn on_fetched(
+        &mut self,
+        key: &Key,
+        asked: &[MessageRef],
+        served: &[MessageRef],
+        now: Instant,
+    ) {
+        let Some(pull) = self.pulls.get_mut(key) else {
+            return;
+        };
+        if !served.is_empty() {
+            let served: HashSet<&MessageRef> = served.iter().collect();
+            for r in asked.iter().rev().filter(|r| !served.contains(r)) {
+                pull.to_fetch.push_front(*r);
+            }
+        }
+        self.advance(key, now);
     }
 
-    /// Ends a pull (a fault, a refusal, a failed request, a lost peer).
-    pub fn end(&mut self, key: &Key) {
-        self.pulls.remove(key);
+    /// The pull's next request, or its end.
+    fn advance(&mut self, key: &Key, now: Instant) {
+        let Some(pull) = self.pulls.get_mut(key) else {
+            return;
+        };
+        if pull.requests >= MAX_REQUESTS {
+            tracing::debug!(peer = %key.0, room = %key.1, "catch-up took too many requests; ended");
+            return self.end(key, false, now);
+        }
+        let request = if !pull.to_fetch.is_empty() {
+            let n = pull.to_fetch.len().min(MAX_FETCH);
+            let refs: Vec<MessageRef> = pull.to_fetch.drain(..n).collect();
+            pull.asked = Asked::Fetch(refs.clone());
+            Request::Fetch {
+                room: key.1.clone(),
+                refs,
+            }
+        } else if let Some(message) = pull.next.take() {
+            pull.rounds += 1;
+            if pull.rounds > MAX_ROUNDS {
+                tracing::debug!(peer = %key.0, room = %key.1, "reconciliation does not converge; ended");
+                return self.end(key, true, now);
+            }
+            pull.asked = Asked::Reconcile(message.clone());
+            Request::Reconcile {
+                room: key.1.clone(),
+                message,
+            }
+        } else {
+            tracing::debug!(peer = %key.0, room = %key.1, "caught up");
+            self.strikes.remove(&key.0);
+            return self.end(key, false, now);
+        };
+        self.actions.push(Action::Send {
+            key: key.clone(),
+            request,
+        });
     }
 
-    /// Ends a pull the other side was too busy for; it is tried again after
-    /// [`BUSY_RETRY`] and a jitter derived from `jitter` (so that a crowd
-    /// refused at once does not come back at once).
-    pub fn busy(&mut self, key: &Key, now: Instant, jitter: u64) {
-        self.pulls.remove(key);
-        if self.retries.len() < MAX_RETRIES {
-            let extra = Duration::from_millis(jitter % BUSY_RETRY.as_millis() as u64);
-            self.retries.insert(key.clone(), now + BUSY_RETRY + extra);
+    /// The peer refused as busy (or did not count this node as a member
+    /// yet): the same request goes again after [`BUSY_RETRY`] and a jitter,
+    /// at most [`MAX_REFUSALS`] times in a pull.
+    pub fn busy(&mut self, key: &Key, now: Instant) {
+        let jitter = self.jitter(BUSY_RETRY);
+        let Some(pull) = self.pulls.get_mut(key) else {
+            return;
+        };
+        pull.refusals += 1;
+        let request = match std::mem::replace(&mut pull.asked, Asked::Store) {
+            Asked::Reconcile(message) => Request::Reconcile {
+                room: key.1.clone(),
+                message,
+            },
+            Asked::Fetch(refs) => Request::Fetch {
+                room: key.1.clone(),
+                refs,
+            },
+            _ => return self.end(key, true, now),
+        };
+        if pull.refusals > MAX_REFUSALS {
+            return self.end(key, false, now);
+        }
+        pull.heard = now;
+        pull.asked = Asked::Retry(request, now + BUSY_RETRY + jitter);
+    }
+
+    /// Ends a pull; a `fault` of the peer's (a stall, junk, a failed
+    /// request) gives it a strike. Waiting pulls take the slot.
+    pub fn end(&mut self, key: &Key, fault: bool, now: Instant) {
+        if self.pulls.remove(key).is_some() {
+            self.requests.retain(|_, k| k != key);
+        }
+        if fault {
+            if self.strikes.len() >= MAX_STRUCK && !self.strikes.contains_key(&key.0) {
+                self.strikes.clear();
+            }
+            *self.strikes.entry(key.0).or_insert(0) += 1;
+        }
+        self.fill_slots(now);
+    }
+
+    /// Ends every pull from `peer`, and forgets what waited for it.
+    pub fn peer_gone(&mut self, peer: &PeerId, now: Instant) {
+        self.pulls.retain(|(p, _), _| p != peer);
+        self.requests.retain(|_, (p, _)| p != peer);
+        self.queue.retain(|((p, _), _)| p != peer);
+        for forwarders in self.shed.values_mut() {
+            forwarders.remove(peer);
+        }
+        self.fill_slots(now);
+    }
+
+    // ---- shed messages ----
+
+    /// A live message about `room` forwarded by `peer` was shed: the room
+    /// is pulled from `peer` and from another member once the load has eased.
+    pub fn shed(&mut self, peer: PeerId, room: &RoomName, now: Instant) {
+        self.shed_check_at.get_or_insert(now + SHED_CHECK);
+        if let Some(forwarders) = self.shed.get_mut(room) {
+            if forwarders.len() < MAX_SHED_FORWARDERS {
+                forwarders.insert(peer);
+            }
+        } else if self.shed.len() < MAX_SHED {
+            self.shed.insert(room.clone(), HashSet::from([peer]));
         }
     }
 
-    /// Pulls due to be tried again; each may start at once.
-    pub fn due_retries(&mut self, now: Instant) -> Vec<Key> {
-        let due: Vec<Key> = self
-            .retries
+    /// Once the load has `eased`: the rooms owing shed messages and who
+    /// forwarded them; the loop asks for pulls from those and from another
+    /// present member. Nothing is handed out while under load.
+    pub fn take_shed(&mut self, now: Instant, eased: bool) -> Vec<(RoomName, Vec<PeerId>)> {
+        if self.shed.is_empty() {
+            self.shed_check_at = None;
+            return Vec::new();
+        }
+        if !eased {
+            self.shed_check_at = Some(now + SHED_CHECK);
+            return Vec::new();
+        }
+        self.shed_check_at = None;
+        self.shed
+            .drain()
+            .map(|(room, peers)| (room, peers.into_iter().collect()))
+            .collect()
+    }
+
+    // ---- anti-entropy ----
+
+    /// `room` was joined: its first anti-entropy round is one period away.
+    pub fn joined(&mut self, room: &RoomName, now: Instant) {
+        let at = now + self.period_with_jitter();
+        self.anti_entropy.entry(room.clone()).or_insert(at);
+    }
+
+    /// `room` was left: its pulls end and its rounds stop.
+    pub fn left(&mut self, room: &RoomName, now: Instant) {
+        self.anti_entropy.remove(room);
+        self.shed.remove(room);
+        self.queue.retain(|((_, r), _)| r != room);
+        self.pulls.retain(|(_, r), _| r != room);
+        self.requests.retain(|_, (_, r)| r != room);
+        self.fill_slots(now);
+    }
+
+    /// One of `candidates` (the present members of a room), at random,
+    /// avoiding peers with strikes while there are others.
+    pub fn pick(&mut self, candidates: &[PeerId]) -> Option<PeerId> {
+        let good: Vec<PeerId> = candidates
             .iter()
-            .filter(|(_, at)| **at <= now)
+            .copied()
+            .filter(|p| self.strikes.get(p).copied().unwrap_or(0) < STRIKES_TO_AVOID)
+            .collect();
+        let from = if good.is_empty() { candidates } else { &good };
+        if from.is_empty() {
+            return None;
+        }
+        let i = (self.next_random() % from.len() as u64) as usize;
+        from.get(i).copied()
+    }
+
+    // ---- time ----
+
+    /// What is due at `now`: busy requests sent again, stalled pulls ended
+    /// (as actions), and the rooms due for anti-entropy (returned; each is
+    /// due again one period on).
+    pub fn poll(&mut self, now: Instant) -> Vec<RoomName> {
+        let stalled: Vec<Key> = self
+            .pulls
+            .iter()
+            .filter(|(_, p)| {
+                matches!(p.asked, Asked::Reconcile(_) | Asked::Fetch(_))
+                    && now.saturating_duration_since(p.heard) >= STALL_AFTER
+            })
             .map(|(k, _)| k.clone())
             .collect();
-        for key in &due {
-            self.retries.remove(key);
-            self.started.remove(key);
+        for key in stalled {
+            tracing::debug!(peer = %key.0, room = %key.1, "catch-up stalled; ended");
+            self.end(&key, true, now);
         }
-        due
+        let due: Vec<Key> = self
+            .pulls
+            .iter()
+            .filter(|(_, p)| matches!(&p.asked, Asked::Retry(_, at) if *at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let Some(pull) = self.pulls.get_mut(&key) else {
+                continue;
+            };
+            let Asked::Retry(request, _) = std::mem::replace(&mut pull.asked, Asked::Store) else {
+                continue;
+            };
+            pull.asked = match &request {
+                Request::Reconcile { message, .. } => Asked::Reconcile(message.clone()),
+                Request::Fetch { refs, .. } => Asked::Fetch(refs.clone()),
+            };
+            pull.heard = now;
+            self.actions.push(Action::Send { key, request });
+        }
+        let rooms: Vec<RoomName> = self
+            .anti_entropy
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in &rooms {
+            let at = now + self.period_with_jitter();
+            self.anti_entropy.insert(room.clone(), at);
+        }
+        rooms
     }
 
-    /// When a retry is due, or (while shed messages are owed) when to look
-    /// again whether their pulls may start.
+    /// The next time [`Self::poll`] or [`Self::take_shed`] has something to do.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.retries
-            .values()
-            .copied()
+        let pulls = self.pulls.values().filter_map(|p| match &p.asked {
+            Asked::Retry(_, at) => Some(*at),
+            Asked::Reconcile(_) | Asked::Fetch(_) => Some(p.heard + STALL_AFTER),
+            Asked::Store => None,
+        });
+        pulls
+            .chain(self.anti_entropy.values().copied())
             .chain(self.shed_check_at)
             .min()
     }
 
-    /// Ends every pull from `peer`.
-    pub fn peer_gone(&mut self, peer: &PeerId) {
-        self.pulls.retain(|(p, _), _| p != peer);
-        self.requests.retain(|_, (p, _)| p != peer);
-        self.retries.retain(|(p, _), _| p != peer);
-        self.shed.retain(|(p, _), _| p != peer);
-        if self.shed.is_empty() {
-            self.shed_check_at = None;
-        }
+    fn period_with_jitter(&mut self) -> Duration {
+        let quarter = self.period / 4;
+        self.period - quarter + self.jitter(quarter * 2)
     }
 
-    fn next(&mut self, key: &Key) -> Option<Request> {
-        let pull = self.pulls.get_mut(key)?;
-        if let Some(refs) = pull.to_fetch.pop_front() {
-            pull.asked = Asked::Fetch(refs.clone());
-            return Some(Request::Fetch {
-                room: key.1.clone(),
-                refs,
-            });
+    /// A random duration below `max`.
+    fn jitter(&mut self, max: Duration) -> Duration {
+        let ms = max.as_millis() as u64;
+        if ms == 0 {
+            return Duration::ZERO;
         }
-        if pull.more && pull.pages < MAX_PAGES {
-            pull.asked = Asked::Inventory;
-            return Some(inventory(&key.1, pull.cursor));
-        }
-        self.pulls.remove(key);
-        None
+        Duration::from_millis(self.next_random() % ms)
     }
-}
 
-fn inventory(room: &RoomName, before: Option<MessageRef>) -> Request {
-    Request::Inventory {
-        room: room.clone(),
-        before,
-        limit: MAX_INVENTORY as u16,
+    /// xorshift64: jitter and random picks need spread, not secrecy.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(ts: u64) -> MessageRef {
-        MessageRef {
-            ts,
-            id: [ts as u8; 16],
-        }
-    }
-
-    fn room() -> RoomName {
-        "lobby".parse().unwrap()
-    }
-
-    #[test]
-    fn a_pull_walks_pages_fetching_what_is_missing_oldest_first() {
-        let mut c = CatchUps::default();
-        let peer = PeerId::random();
-        let key = (peer, room());
-        let now = Instant::now();
-        assert!(matches!(
-            c.start(peer, &room(), now),
-            Some(Request::Inventory { before: None, .. })
-        ));
-        assert!(c.on_inventory(&key, &[r(9), r(8), r(7)], true));
-        let Some(Request::Fetch { refs, .. }) = c.on_missing(&key, vec![r(9), r(7)]) else {
-            panic!("expected a fetch");
-        };
-        assert_eq!(refs, vec![r(7), r(9)]);
-        assert_eq!(c.on_envelopes(&key), Some(vec![r(7), r(9)]));
-        assert!(matches!(
-            c.on_stored(&key),
-            Some(Request::Inventory { before: Some(b), .. }) if b == r(7)
-        ));
-        assert!(c.on_inventory(&key, &[r(6)], false));
-        assert!(c.on_missing(&key, vec![]).is_none());
-        assert!(c.start(peer, &room(), now).is_none(), "too soon to repeat");
-        assert!(c.start(peer, &room(), now + REPEAT_AFTER).is_some());
-    }
-
-    #[test]
-    fn a_page_out_of_order_or_unasked_ends_the_pull() {
-        let mut c = CatchUps::default();
-        let peer = PeerId::random();
-        let key = (peer, room());
-        c.start(peer, &room(), Instant::now());
-        assert!(!c.on_inventory(&key, &[r(1), r(2)], false));
-        assert!(c.on_envelopes(&key).is_none());
-        c.start(peer, &room(), Instant::now() + REPEAT_AFTER);
-        assert!(c.on_envelopes(&key).is_none(), "envelopes nobody asked for");
-    }
-
-    #[test]
-    fn a_pull_refused_as_busy_is_tried_again_later() {
-        let mut c = CatchUps::default();
-        let peer = PeerId::random();
-        let key = (peer, room());
-        let now = Instant::now();
-        c.start(peer, &room(), now).unwrap();
-        c.busy(&key, now, 7);
-        assert!(c.due_retries(now).is_empty());
-        let later = now + 2 * BUSY_RETRY;
-        assert_eq!(c.due_retries(later), vec![key.clone()]);
-        assert!(
-            c.start(peer, &room(), later).is_some(),
-            "not held back as too soon"
-        );
-        assert!(
-            c.due_retries(later + BUSY_RETRY * 4).is_empty(),
-            "retried once"
-        );
-    }
-
-    #[test]
-    fn a_pull_for_shed_messages_walks_back_past_complete_pages_to_when_they_were_shed() {
-        let mut c = CatchUps::default();
-        let peer = PeerId::random();
-        let key = (peer, room());
-        let now = Instant::now();
-        c.shed(peer, &room(), 50, now);
-        c.shed(peer, &room(), 40, now);
-        assert_eq!(c.start_shed(now, true, |_| true).len(), 1);
-        assert!(c.start_shed(now, true, |_| true).is_empty(), "started once");
-        assert!(c.on_inventory(&key, &[r(90), r(80), r(70)], true));
-        let next = c.on_missing(&key, vec![]);
-        assert!(
-            matches!(next, Some(Request::Inventory { before: Some(b), .. }) if b == r(70)),
-            "a complete page newer than the first shed message does not end the pull"
-        );
-        assert!(c.on_inventory(&key, &[r(60), r(45)], true));
-        let Some(Request::Fetch { refs, .. }) = c.on_missing(&key, vec![r(45)]) else {
-            panic!("expected a fetch");
-        };
-        assert_eq!(refs, vec![r(45)]);
-        assert_eq!(c.on_envelopes(&key), Some(vec![r(45)]));
-        assert!(matches!(c.on_stored(&key), Some(Request::Inventory { .. })));
-        assert!(c.on_inventory(&key, &[r(39), r(38)], true));
-        assert!(
-            c.on_missing(&key, vec![]).is_none(),
-            "a complete page older than the first shed message ends it"
-        );
-    }
-
-    #[test]
-    fn shed_messages_wait_for_a_pull_to_be_allowed_and_are_forgotten_with_their_peer() {
-        let mut c = CatchUps::default();
-        let now = Instant::now();
-        let (a, b) = (PeerId::random(), PeerId::random());
-        c.start(a, &room(), now).unwrap();
-        c.shed(a, &room(), 10, now);
-        c.shed(b, &room(), 10, now);
-        let started = c.start_shed(now, true, |_| true);
-        assert_eq!(started.len(), 1, "a is being pulled already");
-        assert_eq!(started[0].0, b);
-        c.end(&(a, room()));
-        assert!(
-            c.start_shed(now, true, |_| true).is_empty(),
-            "too soon to ask a again"
-        );
-        assert_eq!(c.start_shed(now + REPEAT_AFTER, true, |_| true).len(), 1);
-        c.shed(a, &room(), 10, now);
-        c.peer_gone(&a);
-        assert!(
-            c.start_shed(now + REPEAT_AFTER * 3, true, |_| true)
-                .is_empty()
-        );
-        c.shed(b, &room(), 10, now);
-        assert!(
-            c.start_shed(now + REPEAT_AFTER * 3, true, |_| false)
-                .is_empty()
-        );
-        assert!(c.shed.is_empty(), "unreachable peers are forgotten");
-        for _ in 0..2 * MAX_SHED {
-            c.shed(PeerId::random(), &room(), 10, now);
-        }
-        assert_eq!(c.shed.len(), MAX_SHED);
-    }
-
-    #[test]
-    fn owed_shed_messages_are_looked_at_on_a_schedule_not_on_every_event() {
-        let mut c = CatchUps::default();
-        let now = Instant::now();
-        assert_eq!(c.poll_at(), None, "nothing owed, nothing to wake for");
-        c.shed(PeerId::random(), &room(), 10, now);
-        assert_eq!(c.poll_at(), Some(now + SHED_CHECK));
-        // Still under load: nothing starts, and the next look is one period on.
-        let later = now + SHED_CHECK;
-        assert!(c.start_shed(later, false, |_| true).is_empty());
-        assert_eq!(c.poll_at(), Some(later + SHED_CHECK));
-        // Eased: the pull starts, and nothing is owed any more.
-        assert_eq!(c.start_shed(later + SHED_CHECK, true, |_| true).len(), 1);
-        assert_eq!(c.poll_at(), None);
-    }
-
-    #[test]
-    fn pulls_are_bounded_per_room_and_in_all() {
-        let mut c = CatchUps::default();
-        let now = Instant::now();
-        let started = (0..10)
-            .filter(|_| c.start(PeerId::random(), &room(), now).is_some())
-            .count();
-        assert_eq!(started, MAX_PULLS_PER_ROOM);
-        for i in 0..100 {
-            let other: RoomName = format!("r{i}").parse().unwrap();
-            c.start(PeerId::random(), &other, now);
-        }
-        assert_eq!(c.pulls.len(), MAX_PULLS);
-    }
-}
+mod tests;

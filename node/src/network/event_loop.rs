@@ -141,8 +141,11 @@ impl EventLoop {
             rooms: Rooms::new(local, config.nick, unix_ms()),
             store: config.store,
             stored: config.stored,
-            catch_ups: CatchUps::default(),
-            serving: Serving::default(),
+            catch_ups: CatchUps::new(
+                config.anti_entropy,
+                u64::from_be_bytes(seed(&local)) ^ unix_ms(),
+            ),
+            serving: Serving::new(now),
             pending: Pending::default(),
             keypair,
             commands: Some(commands),
@@ -273,8 +276,7 @@ impl EventLoop {
             let rooms = &self.rooms;
             self.reach.poll(now, |p| rooms.is_member_anywhere(p));
             self.apply_reach_actions();
-            self.retry_catch_ups(now);
-            self.recover_shed(now);
+            self.poll_catch_ups(now);
         }
     }
 
@@ -305,4 +307,14 @@ async fn next_command<T>(commands: &mut Option<mpsc::Receiver<T>>) -> Option<T> 
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Eight bytes of a peer id, to seed catch-up's jitter apart from other nodes'.
+fn seed(peer: &PeerId) -> [u8; 8] {
+    let bytes = peer.to_bytes();
+    let mut seed = [0u8; 8];
+    for (i, b) in bytes.iter().rev().take(8).enumerate() {
+        seed[i] = *b;
+    }
+    seed
 }

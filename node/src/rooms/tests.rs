@@ -217,6 +217,25 @@ fn a_reply_is_stamped_after_what_it_answers_even_when_clocks_disagree() {
 }
 
 #[test]
+fn no_timestamp_seen_pushes_this_nodes_stamps_beyond_a_small_lead() {
+    let (mut rooms, bob, now) = setup();
+    let clock = 1_700_000_000_000;
+    let mut poisoned = chat(0, "a day ahead");
+    poisoned.ts = clock + 86_400_000;
+    rooms.on_payload(bob, "x".into(), poisoned, now);
+    rooms.observe(&room(), u64::MAX);
+    let next = rooms.outgoing(&room(), Body::Presence, clock).unwrap();
+    assert_eq!(next.ts, clock + MAX_CLOCK_LEAD_MS);
+    // A clock that ran ahead and was set back: stamps follow the clock again.
+    let own = rooms
+        .outgoing(&room(), Body::Presence, clock + 3_600_000)
+        .unwrap();
+    rooms.observe(&room(), own.ts);
+    let after_reset = rooms.outgoing(&room(), Body::Presence, clock).unwrap();
+    assert_eq!(after_reset.ts, clock + MAX_CLOCK_LEAD_MS);
+}
+
+#[test]
 fn members_are_listed_by_the_rooms_they_are_in() {
     let (mut rooms, bob, now) = setup();
     assert!(rooms.rooms_of_member(&bob).is_empty());

@@ -18,7 +18,8 @@ use std::thread::JoinHandle;
 
 use palaver_proto::RoomName;
 use palaver_proto::envelope::Envelope;
-use palaver_proto::history::{MAX_FETCH, MAX_INVENTORY, MessageRef, Refusal, Request, Response};
+use palaver_proto::history::reconcile::{ReconcileError, Step};
+use palaver_proto::history::{MAX_FETCH, MessageRef, Refusal, Request, Response};
 use tokio::sync::mpsc;
 
 use super::{Page, SavedState, Store, StoreError, is_chat};
@@ -69,25 +70,29 @@ enum Write<T: Tickets> {
 
 /// Work that is not a batched write.
 pub enum Query<T: Tickets> {
-    /// Which of an inventory page's references are not held.
-    Missing {
+    /// A round of a reconciliation this node asked for: its first message
+    /// (`answer` is `None`), or its reading of the other side's answer.
+    Reconcile {
         room: RoomName,
-        refs: Vec<MessageRef>,
+        answer: Option<Vec<u8>>,
         ticket: T::Pull,
     },
-    /// A page fetched by catch-up: verify it, store what is genuine.
+    /// A page fetched by catch-up: verify it, store what is genuine and not
+    /// dated after `not_after` (unix ms).
     Fetched {
         room: RoomName,
         asked: Vec<MessageRef>,
         envelopes: Vec<Vec<u8>>,
+        not_after: u64,
         ticket: T::Pull,
     },
     /// A peer's catch-up request.
     Serve { request: Request, ticket: T::Serve },
-    /// The newest `limit` messages of a room (`/history`).
+    /// The newest `limit` messages of a room dated up to `not_after` (`/history`).
     Latest {
         room: RoomName,
         limit: usize,
+        not_after: u64,
         ticket: T::Reply,
     },
     /// Remember the nick and rooms.
@@ -112,14 +117,20 @@ pub enum Done<T: Tickets> {
         ticket: T::Reply,
         result: Result<(), StoreError>,
     },
-    Missing {
+    /// A reconciliation round was computed: what to send next, what is missing.
+    Reconciled {
         ticket: T::Pull,
-        missing: Result<Vec<MessageRef>, StoreError>,
+        step: Result<Step, ReconcileError>,
     },
     /// A fetched page was verified; the new, genuine envelopes were stored.
     Fetched {
         ticket: T::Pull,
+        /// What the fetch asked for.
+        asked: Vec<MessageRef>,
+        /// What was stored that was not held before.
         new: Vec<Envelope>,
+        /// Every genuine envelope served (held before or not).
+        served: Vec<MessageRef>,
         rejected: usize,
         error: Option<StoreError>,
     },
@@ -141,7 +152,7 @@ pub enum Done<T: Tickets> {
 impl<T: Tickets> std::fmt::Debug for Query<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Missing { .. } => "Query::Missing",
+            Self::Reconcile { .. } => "Query::Reconcile",
             Self::Fetched { .. } => "Query::Fetched",
             Self::Serve { .. } => "Query::Serve",
             Self::Latest { .. } => "Query::Latest",
@@ -156,7 +167,7 @@ impl<T: Tickets> std::fmt::Debug for Done<T> {
             Self::Judged { .. } => "Done::Judged",
             Self::LiveStored { .. } => "Done::LiveStored",
             Self::OwnStored { .. } => "Done::OwnStored",
-            Self::Missing { .. } => "Done::Missing",
+            Self::Reconciled { .. } => "Done::Reconciled",
             Self::Fetched { .. } => "Done::Fetched",
             Self::Served { .. } => "Done::Served",
             Self::Latest { .. } => "Done::Latest",
@@ -375,17 +386,33 @@ fn write_batch<T: Tickets>(store: &Store, batch: Vec<Stored<T>>, done: &mpsc::Se
 /// Does a query.
 fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
     match query {
-        Query::Missing { room, refs, ticket } => Done::Missing {
+        Query::Reconcile {
+            room,
+            answer,
             ticket,
-            missing: store.missing(&room, &refs),
+        } => Done::Reconciled {
+            ticket,
+            step: match answer {
+                None => store.reconcile_start(&room),
+                Some(answer) => store.reconcile_step(&room, &answer),
+            },
         },
         Query::Fetched {
             room,
             asked,
             envelopes,
+            not_after,
             ticket,
         } => {
             let (genuine, rejected) = validation::fetched_page(&room, &asked, &envelopes);
+            let served: Vec<MessageRef> = genuine.iter().map(super::message_ref).collect();
+            // Dated too far ahead: not the server's fault (its author signed
+            // it), but not kept either, so that no one can bury history
+            // under the future or push this node's clock.
+            let genuine: Vec<Envelope> = genuine
+                .into_iter()
+                .filter(|e| e.payload().ts <= not_after)
+                .collect();
             let (new, error) = match store.put_messages(&genuine) {
                 Ok(flags) => (
                     genuine
@@ -399,7 +426,9 @@ fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
             };
             Done::Fetched {
                 ticket,
+                asked,
                 new,
+                served,
                 rejected,
                 error,
             }
@@ -411,9 +440,10 @@ fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
         Query::Latest {
             room,
             limit,
+            not_after,
             ticket,
         } => Done::Latest {
-            page: store.latest(&room, limit),
+            page: store.latest(&room, limit, not_after),
             room,
             ticket,
         },
@@ -427,17 +457,13 @@ fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
 /// The answer to a peer's catch-up request, within the protocol's limits.
 fn answer_request(store: &Store, request: Request) -> Response {
     match request {
-        Request::Inventory {
-            room,
-            before,
-            limit,
-        } => {
-            let limit = usize::from(limit).min(MAX_INVENTORY);
-            match store.inventory(&room, before.as_ref(), limit) {
-                Ok((refs, more)) => Response::Inventory { refs, more },
-                Err(_) => Response::Refused(Refusal::Unavailable),
+        Request::Reconcile { room, message } => match store.reconcile_answer(&room, &message) {
+            Ok(answer) => Response::Reconcile(answer),
+            Err(e) => {
+                tracing::debug!(%room, "cannot answer a reconciliation message: {e}");
+                Response::Refused(Refusal::Unavailable)
             }
-        }
+        },
         Request::Fetch { room, refs } => {
             let refs = &refs[..refs.len().min(MAX_FETCH)];
             match store.fetch(&room, refs) {

@@ -12,10 +12,10 @@ use libp2p::request_response;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use palaver_proto::envelope::Envelope;
-use palaver_proto::history::{MessageRef, Request, Response};
+use palaver_proto::history::Request;
 use palaver_proto::wire::{Body, Payload};
 use palaver_testkit::raw_peer::{
-    RawBehaviour, RawBehaviourEvent, RawPeerOptions, raw_peer_in_room,
+    RawBehaviour, RawBehaviourEvent, RawPeerOptions, Served, raw_peer_in_room,
 };
 use palaver_testkit::{Node, PROMPT};
 use serde_json::Value;
@@ -188,13 +188,6 @@ fn chat(key: &Keypair, text: &str, ts: u64) -> Vec<u8> {
     Envelope::seal(key, payload).unwrap().as_bytes().to_vec()
 }
 
-fn reference(bytes: &[u8], ts: u64) -> MessageRef {
-    MessageRef {
-        ts,
-        id: palaver_proto::contract::message_id(bytes),
-    }
-}
-
 fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     assert_eq!(from.len(), to.len());
     let at = haystack
@@ -238,8 +231,7 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
     let mut offered: Vec<(Vec<u8>, u64)> = genuine.clone();
     offered.push((altered, base + 10));
     offered.push((forged, base + 11));
-    offered.sort_by_key(|(_, ts)| std::cmp::Reverse(*ts));
-    let refs: Vec<MessageRef> = offered.iter().map(|(b, ts)| reference(b, *ts)).collect();
+    let offered = Served::new(offered);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let key = Keypair::generate_ed25519();
@@ -272,30 +264,12 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
                         ..
                     },
                 )) => {
-                    let response = match request {
-                        Request::Inventory { before: None, .. } => {
-                            let _ = served_tx.send("inventory");
-                            Response::Inventory {
-                                refs: refs.clone(),
-                                more: false,
-                            }
-                        }
-                        Request::Inventory { .. } => Response::Inventory {
-                            refs: vec![],
-                            more: false,
-                        },
-                        Request::Fetch { refs: asked, .. } => {
-                            let _ = served_tx.send("fetch");
-                            // Everything asked for, whatever it is.
-                            Response::Envelopes(
-                                offered
-                                    .iter()
-                                    .filter(|(b, ts)| asked.contains(&reference(b, *ts)))
-                                    .map(|(b, _)| b.clone())
-                                    .collect(),
-                            )
-                        }
-                    };
+                    let _ = served_tx.send(match request {
+                        Request::Reconcile { .. } => "reconcile",
+                        Request::Fetch { .. } => "fetch",
+                    });
+                    // Everything asked for, whatever it is.
+                    let response = offered.answer(&request);
                     let _ = swarm.behaviour_mut().respond(channel, response);
                 }
                 _ => {}
@@ -304,8 +278,13 @@ fn a_catch_up_page_with_altered_and_forged_envelopes_yields_only_the_genuine_one
     });
 
     node.wait_joined("lobby", &raw_id.to_string());
-    assert_eq!(served.recv_timeout(PROMPT).unwrap(), "inventory");
-    assert_eq!(served.recv_timeout(PROMPT).unwrap(), "fetch");
+    let asked: Vec<&str> = (0..2)
+        .map(|_| served.recv_timeout(PROMPT).unwrap())
+        .collect();
+    assert!(
+        asked.contains(&"reconcile") && asked.contains(&"fetch"),
+        "{asked:?}"
+    );
     let replayed = node.wait_for_count("three genuine replays", 3, PROMPT, |v| {
         v["event"] == "message" && v["replay"] == true
     });
@@ -352,11 +331,11 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
     let key = Keypair::generate_ed25519();
     let raw_id = key.public().to_peer_id();
     let base = now_ms() - 20_000;
-    // Newest first, as an inventory lists them.
     let flood: Vec<(Vec<u8>, u64)> = (0..FLOOD as u64)
-        .rev()
         .map(|i| (chat(&key, &format!("flood {i}"), base + i), base + i))
         .collect();
+    let held_after = Served::new(flood.clone());
+    let held_before = Served::default();
     let join = join_envelope(&key, "flooder");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -364,7 +343,7 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
     let addr: Multiaddr = node.addr("quic-v1").parse().unwrap();
     let (mut swarm, topic) = raw_peer(key, addr);
     let (flood_now, mut flood_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    // What the peer served: ("inventory", refs listed) or ("fetch", envelopes).
+    // What the peer served: ("reconcile", 0) or ("fetch", envelopes).
     let (served_tx, served) = std::sync::mpsc::channel::<(&'static str, usize)>();
     let task = rt.spawn(async move {
         let mut flooded = false;
@@ -372,7 +351,7 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
             let event = tokio::select! {
                 event = swarm.select_next_some() => event,
                 Some(()) = flood_rx.recv() => {
-                    for (bytes, _) in flood.iter().rev() {
+                    for (bytes, _) in flood.iter() {
                         let gossip = &mut swarm.behaviour_mut().gossipsub;
                         gossip.publish(topic.clone(), bytes.clone()).unwrap();
                     }
@@ -399,34 +378,12 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
                         ..
                     },
                 )) => {
-                    let held: &[(Vec<u8>, u64)] = if flooded { &flood } else { &[] };
-                    let response = match request {
-                        Request::Inventory { before, limit, .. } => {
-                            let older: Vec<&(Vec<u8>, u64)> = held
-                                .iter()
-                                .filter(|(_, ts)| before.is_none_or(|b| *ts < b.ts))
-                                .collect();
-                            let refs: Vec<MessageRef> = older
-                                .iter()
-                                .take(usize::from(limit))
-                                .map(|(b, ts)| reference(b, *ts))
-                                .collect();
-                            let _ = served_tx.send(("inventory", refs.len()));
-                            Response::Inventory {
-                                more: older.len() > refs.len(),
-                                refs,
-                            }
-                        }
-                        Request::Fetch { refs: asked, .. } => {
-                            let envelopes: Vec<Vec<u8>> = held
-                                .iter()
-                                .filter(|(b, ts)| asked.contains(&reference(b, *ts)))
-                                .map(|(b, _)| b.clone())
-                                .collect();
-                            let _ = served_tx.send(("fetch", envelopes.len()));
-                            Response::Envelopes(envelopes)
-                        }
-                    };
+                    let held = if flooded { &held_after } else { &held_before };
+                    let response = held.answer(&request);
+                    let _ = served_tx.send(match &response {
+                        palaver_proto::history::Response::Envelopes(e) => ("fetch", e.len()),
+                        _ => ("reconcile", 0),
+                    });
                     let _ = swarm.behaviour_mut().respond(channel, response);
                 }
                 _ => {}
@@ -436,7 +393,7 @@ fn messages_shed_under_a_flood_are_pulled_from_their_sender_afterwards() {
 
     // The node meets the peer and asks what it holds: nothing yet.
     node.wait_joined("lobby", &raw_id.to_string());
-    assert_eq!(served.recv_timeout(PROMPT).unwrap(), ("inventory", 0));
+    assert_eq!(served.recv_timeout(PROMPT).unwrap(), ("reconcile", 0));
     flood_now.send(()).unwrap();
 
     let shown = node.wait_for_count("every flooded message", FLOOD, 4 * PROMPT, |v| {

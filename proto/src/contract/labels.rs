@@ -47,11 +47,15 @@ pub const STORE_ROOM_TAG: &[u8] = b"room";
 /// The label of a message's store tag: HMAC-SHA256(index key, label, 0x00,
 /// message id), first 16 bytes.
 pub const STORE_ID_TAG: &[u8] = b"id";
+/// The message of the HMAC-SHA256 (keyed by the store's index key) that
+/// derives the key sealing the reconciliation index: each stored message's
+/// id, encrypted with XChaCha20-Poly1305, readable without age.
+pub const STORE_ID_SEAL: &[u8] = b"palaver/store-id-seal/v1";
 /// The first line of the decrypted key file.
 pub const KEY_FILE_MAGIC: &str = "palaver-keys v1";
 
 /// Every label, in one table.
-pub const ALL: [Label; 7] = [
+pub const ALL: [Label; 8] = [
     Label {
         name: "ENVELOPE_SIGNATURE",
         bytes: ENVELOPE_SIGNATURE,
@@ -75,6 +79,12 @@ pub const ALL: [Label; 7] = [
         bytes: STORE_INDEX_KEY,
         scope: Scope::AtRest,
         purpose: "the store's index key",
+    },
+    Label {
+        name: "STORE_ID_SEAL",
+        bytes: STORE_ID_SEAL,
+        scope: Scope::AtRest,
+        purpose: "the key sealing the store's reconciliation index",
     },
     Label {
         name: "STORE_ROOM_TAG",
@@ -130,6 +140,7 @@ mod tests {
         assert_eq!(find("STORE_INDEX_KEY"), Some(STORE_INDEX_KEY));
         assert_eq!(find("STORE_ROOM_TAG"), Some(STORE_ROOM_TAG));
         assert_eq!(find("STORE_ID_TAG"), Some(STORE_ID_TAG));
+        assert_eq!(find("STORE_ID_SEAL"), Some(STORE_ID_SEAL));
         assert_eq!(find("KEY_FILE_MAGIC"), Some(KEY_FILE_MAGIC.as_bytes()));
     }
 
@@ -141,6 +152,7 @@ mod tests {
         assert_eq!(STORE_INDEX_KEY, b"palaver/store-index/v1");
         assert_eq!(STORE_ROOM_TAG, b"room");
         assert_eq!(STORE_ID_TAG, b"id");
+        assert_eq!(STORE_ID_SEAL, b"palaver/store-id-seal/v1");
         assert_eq!(KEY_FILE_MAGIC, "palaver-keys v1");
     }
 

@@ -134,6 +134,7 @@ impl EventLoop {
         let _ = self.publish(&room, Body::Join);
         self.reach.room_joined(&room, Instant::now());
         self.apply_reach_actions();
+        self.catch_ups.joined(&room, Instant::now());
         Ok(())
     }
 
@@ -146,14 +147,19 @@ impl EventLoop {
         self.rooms.leave(room);
         self.reach.room_left(room);
         self.apply_reach_actions();
+        self.catch_ups.left(room, Instant::now());
     }
 
     // ---- /history ----
 
     fn history(&mut self, room: RoomName, limit: u16, reply: Responder) {
+        // Nothing dated beyond the allowed skew is listed as newest (a store
+        // written before such messages were refused may hold some).
         let query = Query::Latest {
             room,
             limit: usize::from(limit),
+            not_after: super::super::unix_ms()
+                .saturating_add(palaver_proto::contract::MAX_CLOCK_SKEW_MS),
             ticket: reply,
         };
         match self.store.query(query) {

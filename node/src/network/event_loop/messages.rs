@@ -29,9 +29,6 @@ use crate::validation::{LiveCheck, Verdict};
 /// store's queue, so that live gossip never takes the slots `/send`,
 /// `/history` and catch-up need.
 pub(super) const MAX_VERIFYING: usize = crate::store::worker::QUEUE / 2;
-/// A pull for shed messages walks back to this long before the first was
-/// shed (their timestamps are their authors' clocks, a little earlier).
-const SHED_LOOKBACK_MS: u64 = 30 * 1000;
 
 impl EventLoop {
     /// What the store thread finished: each kind to the step that waits for it.
@@ -44,13 +41,15 @@ impl EventLoop {
                 ticket,
                 result,
             } => self.on_own_stored(envelope, ticket, result),
-            Done::Missing { ticket, missing } => self.on_missing(ticket, missing),
+            Done::Reconciled { ticket, step } => self.on_reconciled(ticket, step),
             Done::Fetched {
                 ticket,
+                asked,
                 new,
+                served,
                 rejected,
                 error,
-            } => self.on_fetched(ticket, new, rejected, error),
+            } => self.on_fetched(ticket, asked, new, served, rejected, error),
             Done::Served { ticket, response } => self.on_served(ticket, response),
             Done::Latest { room, ticket, page } => self.on_latest(room, ticket, page),
             Done::StateSaved { ticket, result } => self.on_state_saved(ticket, result),
@@ -96,12 +95,11 @@ impl EventLoop {
     }
 
     /// A live message from `from` was not taken in (more load than this
-    /// node can verify and store): `from` has it, and is asked for it once
-    /// the load has eased (`recover_shed`).
+    /// node can verify and store): `from` has it, and so may other members;
+    /// the room is pulled from them once the load has eased (`recover_shed`).
     fn shed(&mut self, id: gossipsub::MessageId, from: PeerId, room: &RoomName) {
         self.judge(&id, &from, gossipsub::MessageAcceptance::Ignore);
-        let since = unix_ms().saturating_sub(SHED_LOOKBACK_MS);
-        self.catch_ups.shed(from, room, since, Instant::now());
+        self.catch_ups.shed(from, room, Instant::now());
     }
 
     /// The verdict on a live message: gossipsub forwards it or not; presence

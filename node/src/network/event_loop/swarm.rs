@@ -115,7 +115,7 @@ impl EventLoop {
     ) {
         let member = self.rooms.is_member_anywhere(&peer);
         if self.reach.disconnected(peer, id, member, now) {
-            self.catch_ups.peer_gone(&peer);
+            self.catch_ups.peer_gone(&peer, now);
         }
     }
 
