@@ -28,6 +28,8 @@ pub enum Command {
         room: RoomName,
         limit: u16,
     },
+    /// Drop a room's stored history.
+    Forget(RoomName),
     Dial(Multiaddr),
     Id,
     Quit,

@@ -51,6 +51,8 @@ pub struct Config {
     pub mdns: bool,
     /// How often each room is reconciled with a random present member.
     pub anti_entropy: std::time::Duration,
+    /// How much history is kept.
+    pub retention: store::Retention,
 }
 
 impl Config {
@@ -106,13 +108,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let data_dir = DataDir::open(&config.data_dir)?;
     let path = data_dir.path().to_owned();
     let (passphrase, log_n) = (config.passphrase.clone(), config.kdf_log_n);
+    let retention = config.retention;
     // scrypt takes a second by design, and RocksDB reads its log: off the runtime.
     let (keys, store, saved) = tokio::task::spawn_blocking(move || {
         let (keys, created) = key_file::open_or_create(&path, &passphrase, log_n)?;
         if created {
             tracing::info!("created a new identity and key file");
         }
-        let store = Store::open(&path, &keys)?;
+        let mut store = Store::open(&path, &keys)?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        store.set_retention(retention, now_ms)?;
         let saved = store.load_state().unwrap_or_else(|e| {
             tracing::warn!("starting without the saved rooms and nick: {e}");
             Default::default()

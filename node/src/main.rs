@@ -73,6 +73,22 @@ struct Cli {
     #[arg(long, env = "PALAVER_ANTI_ENTROPY_SECS", default_value_t = 180,
           value_parser = clap::value_parser!(u64).range(5..=86_400))]
     anti_entropy_secs: u64,
+
+    /// Most messages kept per room; the oldest go first.
+    #[arg(long, env = "PALAVER_RETAIN_MESSAGES", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    retain_messages: u64,
+
+    /// Most messages kept in all rooms together (the store's quota); the
+    /// oldest of the largest room go first.
+    #[arg(long, env = "PALAVER_STORE_MAX_MESSAGES", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    store_max_messages: u64,
+
+    /// Days messages are kept (0: whatever their age).
+    #[arg(long, env = "PALAVER_RETAIN_DAYS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=36_500))]
+    retain_days: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +262,11 @@ fn main() -> ExitCode {
         json: cli.json,
         mdns: !cli.no_mdns,
         anti_entropy: std::time::Duration::from_secs(cli.anti_entropy_secs),
+        retention: palaver_node::store::Retention {
+            room_messages: usize::try_from(cli.retain_messages).unwrap_or(usize::MAX),
+            total_messages: usize::try_from(cli.store_max_messages).unwrap_or(usize::MAX),
+            max_age_ms: (cli.retain_days > 0).then(|| cli.retain_days.saturating_mul(86_400_000)),
+        },
     };
     match runtime.block_on(palaver_node::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

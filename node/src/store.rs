@@ -128,6 +128,29 @@ impl SavedState {
     }
 }
 
+/// How much history is kept. The oldest messages go first: of their room
+/// when it holds more than `room_messages` or they are older than
+/// `max_age_ms`, and of the largest room when all rooms together hold more
+/// than `total_messages`. So a flood of valid messages cannot fill the disk,
+/// and what arrives now is still stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub room_messages: usize,
+    pub total_messages: usize,
+    /// `None`: kept whatever their age.
+    pub max_age_ms: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            room_messages: 100_000,
+            total_messages: 1_000_000,
+            max_age_ms: None,
+        }
+    }
+}
+
 /// Each room's messages as catch-up reconciles them, by room tag.
 #[derive(Debug, Default)]
 struct Index {
@@ -142,6 +165,7 @@ pub struct Store {
     index_key: [u8; 32],
     seal: XChaCha20Poly1305,
     index: Mutex<Index>,
+    retention: Retention,
 }
 
 impl std::fmt::Debug for Store {
@@ -191,6 +215,7 @@ impl Store {
             index_key,
             seal: XChaCha20Poly1305::new(&seal_key.into()),
             index: Mutex::new(Index::default()),
+            retention: Retention::default(),
         };
         store.load_index()?;
         Ok(store)
@@ -285,6 +310,117 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps at most this much history from now on (and drops what is over it now).
+    pub fn set_retention(&mut self, retention: Retention, now_ms: u64) -> Result<(), StoreError> {
+        self.retention = retention;
+        let rooms: Vec<[u8; TAG_BYTES]> = self.lock_index().rooms.keys().copied().collect();
+        self.enforce_retention(&rooms, now_ms)
+    }
+
+    /// Drops the oldest messages of `rooms` (and of the largest rooms) that
+    /// the retention does not keep.
+    fn enforce_retention(&self, rooms: &[[u8; TAG_BYTES]], now_ms: u64) -> Result<(), StoreError> {
+        let r = self.retention;
+        let oldest_kept = r.max_age_ms.map(|age| now_ms.saturating_sub(age));
+        let mut drop: Vec<([u8; TAG_BYTES], MessageRef)> = Vec::new();
+        {
+            let index = self.lock_index();
+            for tag in rooms {
+                let Some(items) = index.rooms.get(tag) else {
+                    continue;
+                };
+                let over = items.len().saturating_sub(r.room_messages);
+                let old = oldest_kept.map_or(0, |t| items.refs().take_while(|m| m.ts < t).count());
+                drop.extend(items.refs().take(over.max(old)).map(|m| (*tag, m)));
+            }
+        }
+        self.delete_messages(&drop)?;
+        let mut total: usize = self.lock_index().rooms.values().map(Items::len).sum();
+        while total > r.total_messages {
+            let largest = {
+                let index = self.lock_index();
+                index
+                    .rooms
+                    .iter()
+                    .max_by_key(|(_, items)| items.len())
+                    .map(|(tag, items)| {
+                        // A tenth of what is over at a time, at least one.
+                        let n = (total - r.total_messages)
+                            .div_ceil(10)
+                            .max(1)
+                            .min(items.len());
+                        items.refs().take(n).map(|m| (*tag, m)).collect::<Vec<_>>()
+                    })
+            };
+            let Some(batch) = largest.filter(|b| !b.is_empty()) else {
+                break;
+            };
+            total = total.saturating_sub(batch.len());
+            self.delete_messages(&batch)?;
+        }
+        if !drop.is_empty() {
+            tracing::info!(
+                dropped = drop.len(),
+                "history over its retention: the oldest messages were dropped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes messages (their rows and index rows) in one write.
+    fn delete_messages(
+        &self,
+        messages: &[([u8; TAG_BYTES], MessageRef)],
+    ) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for (tag, m) in messages {
+            let key = self.key_in_room(tag, m);
+            batch.delete(Self::index_row_key(&key));
+            batch.delete(key);
+        }
+        self.db.write(batch)?;
+        let mut index = self.lock_index();
+        for (tag, m) in messages {
+            if let Some(items) = index.rooms.get_mut(tag) {
+                items.remove(m);
+                if items.is_empty() {
+                    index.rooms.remove(tag);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops everything stored of `room`. Returns how many messages went.
+    pub fn forget(&self, room: &RoomName) -> Result<usize, StoreError> {
+        let tag = self.room_tag(room);
+        let mut forgotten = 0;
+        for prefix in [MESSAGE_PREFIX, INDEX_PREFIX] {
+            let mut start = vec![prefix];
+            start.extend_from_slice(&tag);
+            let mut batch = WriteBatch::default();
+            for item in self.db.prefix_iterator(&start) {
+                let (key, _) = item?;
+                if !key.starts_with(&start) {
+                    break;
+                }
+                if prefix == MESSAGE_PREFIX {
+                    forgotten += 1;
+                }
+                batch.delete(key);
+                if batch.len() >= INDEX_CHUNK {
+                    self.db.write(std::mem::take(&mut batch))?;
+                }
+            }
+            self.db.write(batch)?;
+        }
+        self.lock_index().rooms.remove(&tag);
+        Ok(forgotten)
+    }
+
     fn lock_index(&self) -> MutexGuard<'_, Index> {
         // Nothing panics while holding it; a poisoned lock still holds a whole index.
         self.index.lock().unwrap_or_else(|e| e.into_inner())
@@ -348,6 +484,15 @@ impl Store {
 
     fn message_key(&self, room: &RoomName, r: &MessageRef) -> Vec<u8> {
         let mut key = self.room_prefix(room);
+        key.extend_from_slice(&r.ts.to_be_bytes());
+        key.extend_from_slice(&self.tag(labels::STORE_ID_TAG, &r.id));
+        key
+    }
+
+    fn key_in_room(&self, tag: &[u8; TAG_BYTES], r: &MessageRef) -> Vec<u8> {
+        let mut key = Vec::with_capacity(MESSAGE_KEY_BYTES);
+        key.push(MESSAGE_PREFIX);
+        key.extend_from_slice(tag);
         key.extend_from_slice(&r.ts.to_be_bytes());
         key.extend_from_slice(&self.tag(labels::STORE_ID_TAG, &r.id));
         key
@@ -427,15 +572,22 @@ impl Store {
         }
         if !batch.is_empty() {
             self.db.write(batch)?;
-            let mut index = self.lock_index();
-            for (_, envelope) in &to_encrypt {
-                let room = self.room_tag(&envelope.payload().room);
-                index
-                    .rooms
-                    .entry(room)
-                    .or_default()
-                    .insert(message_ref(envelope));
+            let mut touched = Vec::new();
+            {
+                let mut index = self.lock_index();
+                for (_, envelope) in &to_encrypt {
+                    let room = self.room_tag(&envelope.payload().room);
+                    if !touched.contains(&room) {
+                        touched.push(room);
+                    }
+                    index
+                        .rooms
+                        .entry(room)
+                        .or_default()
+                        .insert(message_ref(envelope));
+                }
             }
+            self.enforce_retention(&touched, unix_ms())?;
         }
         Ok(new)
     }
@@ -459,11 +611,25 @@ impl Store {
     }
 
     /// The asker's reading of an answer in a reconciliation of `room`.
+    /// What the retention would drop at once (older than the room's oldest
+    /// message while it is full, or than the age kept) is not asked for, so
+    /// that it is not fetched again at every round of anti-entropy.
     pub fn reconcile_step(&self, room: &RoomName, answer: &[u8]) -> Result<Step, ReconcileError> {
         let tag = self.room_tag(room);
         let index = self.lock_index();
         let empty = Items::new();
-        index.rooms.get(&tag).unwrap_or(&empty).step(answer)
+        let items = index.rooms.get(&tag).unwrap_or(&empty);
+        let mut step = items.step(answer)?;
+        let full = items.len() >= self.retention.room_messages;
+        let oldest = items.refs().next();
+        let oldest_kept = self
+            .retention
+            .max_age_ms
+            .map(|age| unix_ms().saturating_sub(age));
+        step.need.retain(|m| {
+            !(full && oldest.is_some_and(|o| *m < o)) && oldest_kept.is_none_or(|t| m.ts >= t)
+        });
+        Ok(step)
     }
 
     /// The answer to a peer's reconciliation message about `room`.
@@ -571,6 +737,14 @@ pub fn message_ref(envelope: &Envelope) -> MessageRef {
 /// Whether an envelope belongs in the history (chat, not presence).
 pub fn is_chat(envelope: &Envelope) -> bool {
     matches!(envelope.payload().body, Body::Chat(_))
+}
+
+/// Unix milliseconds now (0 before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The room tag and timestamp of a message or index row key.

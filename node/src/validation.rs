@@ -3,7 +3,7 @@
 //! it?) and a page of envelopes fetched by catch-up (which are genuine?).
 //! They run on the store thread, so they see nothing but their arguments.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use libp2p::PeerId;
 use palaver_proto::RoomName;
@@ -37,6 +37,52 @@ pub enum Verdict {
     Ignore,
     /// Malformed or forged: held against the peer that sent it.
     Reject,
+    /// Genuine, but its author is sending chat faster than
+    /// [`AuthorRates`] allows: dropped, and counted (a little) against the
+    /// peer that sent it (nodes do not forward the excess).
+    Excess,
+}
+
+/// Chat messages one author may send in one room: a burst, then this many a
+/// second (node policy).
+pub const AUTHOR_BURST: f64 = 50.0;
+pub const AUTHOR_RATE: f64 = 5.0;
+/// Most (author, room) buckets remembered.
+const MAX_AUTHORS: usize = 8192;
+
+/// Per-author rate limits on live chat, a token bucket per (author, room).
+#[derive(Debug, Default)]
+pub struct AuthorRates {
+    buckets: HashMap<(PeerId, RoomName), (f64, u64)>,
+}
+
+impl AuthorRates {
+    /// Whether one more chat message from `author` in `room` at `now_ms` is
+    /// within its rate; if so it is counted.
+    pub fn allow(&mut self, author: PeerId, room: &RoomName, now_ms: u64) -> bool {
+        let refill_ms = (AUTHOR_BURST / AUTHOR_RATE * 1000.0) as u64;
+        if self.buckets.len() >= MAX_AUTHORS && !self.buckets.contains_key(&(author, room.clone()))
+        {
+            // Full buckets again say nothing a new one would not.
+            self.buckets
+                .retain(|_, (_, at)| now_ms.saturating_sub(*at) < refill_ms);
+            if self.buckets.len() >= MAX_AUTHORS {
+                return false;
+            }
+        }
+        let (tokens, at) = self
+            .buckets
+            .entry((author, room.clone()))
+            .or_insert((AUTHOR_BURST, now_ms));
+        let elapsed = now_ms.saturating_sub(*at) as f64 / 1000.0;
+        *tokens = (*tokens + elapsed * AUTHOR_RATE).min(AUTHOR_BURST);
+        *at = now_ms.max(*at);
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
 }
 
 /// Judges a live message's opened envelope.
@@ -172,6 +218,32 @@ mod tests {
         assert_eq!(
             verdict(chat(&author, "lobby", future), "lobby", PeerId::random()),
             Verdict::Ignore
+        );
+    }
+
+    #[test]
+    fn an_author_may_burst_then_keeps_to_its_rate_in_each_room() {
+        let mut rates = AuthorRates::default();
+        let (flooder, other) = (PeerId::random(), PeerId::random());
+        let lobby: RoomName = "lobby".parse().unwrap();
+        let dev: RoomName = "dev".parse().unwrap();
+        let allowed = (0..1000)
+            .filter(|_| rates.allow(flooder, &lobby, NOW))
+            .count();
+        assert_eq!(allowed, AUTHOR_BURST as usize);
+        assert!(
+            rates.allow(other, &lobby, NOW),
+            "others are not limited by it"
+        );
+        assert!(rates.allow(flooder, &dev, NOW), "nor its other rooms");
+        let later = NOW + 2_000;
+        let more = (0..1000)
+            .filter(|_| rates.allow(flooder, &lobby, later))
+            .count();
+        assert_eq!(more, (2.0 * AUTHOR_RATE) as usize);
+        assert!(
+            !rates.allow(flooder, &lobby, NOW),
+            "a clock going back gives nothing"
         );
     }
 

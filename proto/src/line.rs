@@ -56,6 +56,8 @@ pub enum ErrorCode {
     Storage,
     /// The node has too much work queued; try again shortly.
     Busy,
+    /// `/forget` of a room the node is in (leave it first).
+    StillJoined,
 }
 
 impl ErrorCode {
@@ -81,6 +83,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Storage => "storage",
             Self::Busy => "busy",
+            Self::StillJoined => "still_joined",
         }
     }
 }

@@ -26,6 +26,7 @@ pub fn command(parsed: line::Command) -> Result<Command, Reply> {
         line::Command::Who(room) => Command::Who(room),
         line::Command::Peers => Command::Peers,
         line::Command::History { room, limit } => Command::History { room, limit },
+        line::Command::Forget(room) => Command::Forget(room),
         line::Command::Dial(addr) => Command::Dial(addr.parse::<Multiaddr>().map_err(|e| {
             let quoted: String = addr.chars().take(MAX_QUOTED).collect();
             Reply::error(

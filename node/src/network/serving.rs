@@ -23,6 +23,8 @@ pub const MAX_SERVING: usize = 8;
 pub const MAX_SERVING_PER_PEER: usize = 2;
 /// Application-score cost of one envelope that failed verification in catch-up.
 pub const BAD_ENVELOPE_PENALTY: f64 = 1.0;
+/// Application-score cost of one chat message over its author's rate.
+pub const EXCESS_PENALTY: f64 = 0.05;
 /// Most peers whose catch-up penalties are remembered.
 const MAX_PENALISED: usize = 4096;
 /// The work of one reconciliation round, in envelopes read (a pass over the
@@ -148,14 +150,24 @@ impl Serving {
         }
     }
 
+    /// `peer` sent a chat message over its author's rate. Returns its new
+    /// application score.
+    pub fn penalise_excess(&mut self, peer: PeerId) -> f64 {
+        self.add_penalty(peer, EXCESS_PENALTY)
+    }
+
     /// `peer` served `bad` envelopes that failed verification. Returns its
     /// new application score (weight 10 per point in gossipsub).
     pub fn penalise(&mut self, peer: PeerId, bad: usize) -> f64 {
+        self.add_penalty(peer, bad as f64 * BAD_ENVELOPE_PENALTY)
+    }
+
+    fn add_penalty(&mut self, peer: PeerId, penalty: f64) -> f64 {
         if self.penalties.len() >= MAX_PENALISED && !self.penalties.contains_key(&peer) {
             self.penalties.clear();
         }
         let score = self.penalties.entry(peer).or_insert(0.0);
-        *score -= bad as f64 * BAD_ENVELOPE_PENALTY;
+        *score -= penalty;
         *score
     }
 }

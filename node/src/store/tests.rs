@@ -318,3 +318,114 @@ fn nothing_readable_reaches_the_disk() {
         );
     }
 }
+
+#[test]
+fn retention_drops_the_oldest_of_a_full_room_and_of_the_largest_room_over_the_quota() {
+    let mut t = TempStore::new("retention");
+    let ann = Keypair::generate_ed25519();
+    let lobby: RoomName = "lobby".parse().unwrap();
+    let dev: RoomName = "dev".parse().unwrap();
+    let retention = Retention {
+        room_messages: 30,
+        total_messages: 40,
+        max_age_ms: None,
+    };
+    t.store
+        .as_mut()
+        .unwrap()
+        .set_retention(retention, 0)
+        .unwrap();
+    let lobby_msgs: Vec<Envelope> = (1..=50)
+        .map(|ts| chat(&ann, "lobby", ts, &format!("l{ts}")))
+        .collect();
+    t.store().put_messages(&lobby_msgs).unwrap();
+    assert_eq!(t.store().room_len(&lobby), 30);
+    let page = t.store().latest(&lobby, 100, u64::MAX).unwrap();
+    assert_eq!(
+        texts(&page).first().map(String::as_str),
+        Some("l21"),
+        "the oldest went"
+    );
+    let dev_msgs: Vec<Envelope> = (1..=20)
+        .map(|ts| chat(&ann, "dev", 1_000 + ts, &format!("d{ts}")))
+        .collect();
+    t.store().put_messages(&dev_msgs).unwrap();
+    let (l, d) = (t.store().room_len(&lobby), t.store().room_len(&dev));
+    assert!(l + d <= 40, "{l} + {d}");
+    assert_eq!(d, 20, "the largest room gave way");
+    t.reopen();
+    assert_eq!(
+        t.store().room_len(&lobby),
+        l,
+        "what was dropped is gone from disk too"
+    );
+    assert_eq!(
+        t.store()
+            .latest(&lobby, 100, u64::MAX)
+            .unwrap()
+            .messages
+            .len(),
+        l
+    );
+}
+
+#[test]
+fn messages_older_than_the_age_kept_are_dropped_and_not_asked_for() {
+    let mut t = TempStore::new("age");
+    let ann = Keypair::generate_ed25519();
+    let room: RoomName = "lobby".parse().unwrap();
+    let now = super::unix_ms();
+    let day = 86_400_000;
+    let envelopes = [
+        chat(&ann, "lobby", now - 3 * day, "old"),
+        chat(&ann, "lobby", now - 1_000, "new"),
+    ];
+    t.store().put_messages(&envelopes).unwrap();
+    let retention = Retention {
+        max_age_ms: Some(day),
+        ..Retention::default()
+    };
+    t.store
+        .as_mut()
+        .unwrap()
+        .set_retention(retention, now)
+        .unwrap();
+    assert_eq!(
+        texts(&t.store().latest(&room, 10, u64::MAX).unwrap()),
+        ["new"]
+    );
+    let other = TempStore::new("age-other");
+    other.store().put_messages(&envelopes).unwrap();
+    assert!(
+        reconcile(t.store(), other.store(), &room).is_empty(),
+        "what would be dropped at once is not asked for"
+    );
+}
+
+#[test]
+fn forgetting_a_room_drops_its_history_and_nothing_else() {
+    let mut t = TempStore::new("forget");
+    let ann = Keypair::generate_ed25519();
+    let lobby: RoomName = "lobby".parse().unwrap();
+    let dev: RoomName = "dev".parse().unwrap();
+    let mut envelopes: Vec<Envelope> = (1..=10)
+        .map(|ts| chat(&ann, "lobby", ts, &format!("l{ts}")))
+        .collect();
+    envelopes.push(chat(&ann, "dev", 5, "kept"));
+    t.store().put_messages(&envelopes).unwrap();
+    assert_eq!(t.store().forget(&lobby).unwrap(), 10);
+    assert_eq!(t.store().room_len(&lobby), 0);
+    t.reopen();
+    assert!(
+        t.store()
+            .latest(&lobby, 100, u64::MAX)
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    assert_eq!(t.store().room_len(&lobby), 0);
+    assert_eq!(
+        texts(&t.store().latest(&dev, 100, u64::MAX).unwrap()),
+        ["kept"]
+    );
+}

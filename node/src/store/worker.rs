@@ -23,7 +23,7 @@ use palaver_proto::history::{MAX_FETCH, MessageRef, Refusal, Request, Response};
 use tokio::sync::mpsc;
 
 use super::{Page, SavedState, Store, StoreError, is_chat};
-use crate::validation::{self, LiveCheck, Verdict};
+use crate::validation::{self, AuthorRates, LiveCheck, Verdict};
 
 /// Most jobs waiting for the store; beyond this, callers are told it is busy.
 pub const QUEUE: usize = 1024;
@@ -95,6 +95,8 @@ pub enum Query<T: Tickets> {
         not_after: u64,
         ticket: T::Reply,
     },
+    /// Drop a room's stored history.
+    Forget { room: RoomName, ticket: T::Reply },
     /// Remember the nick and rooms.
     SaveState {
         state: SavedState,
@@ -147,6 +149,12 @@ pub enum Done<T: Tickets> {
         ticket: Option<T::Saved>,
         result: Result<(), StoreError>,
     },
+    /// A room's history was dropped: how many messages went.
+    Forgotten {
+        room: RoomName,
+        ticket: T::Reply,
+        result: Result<usize, StoreError>,
+    },
 }
 
 impl<T: Tickets> std::fmt::Debug for Query<T> {
@@ -157,6 +165,7 @@ impl<T: Tickets> std::fmt::Debug for Query<T> {
             Self::Serve { .. } => "Query::Serve",
             Self::Latest { .. } => "Query::Latest",
             Self::SaveState { .. } => "Query::SaveState",
+            Self::Forget { .. } => "Query::Forget",
         })
     }
 }
@@ -172,6 +181,7 @@ impl<T: Tickets> std::fmt::Debug for Done<T> {
             Self::Served { .. } => "Done::Served",
             Self::Latest { .. } => "Done::Latest",
             Self::StateSaved { .. } => "Done::StateSaved",
+            Self::Forgotten { .. } => "Done::Forgotten",
         })
     }
 }
@@ -271,6 +281,7 @@ fn answer<T: Tickets>(done: &mpsc::Sender<Done<T>>, d: Done<T>) {
 
 fn serve<T: Tickets>(store: &Store, mut rx: mpsc::Receiver<Job<T>>, done: &mpsc::Sender<Done<T>>) {
     let mut next = None;
+    let mut rates = AuthorRates::default();
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -299,7 +310,7 @@ fn serve<T: Tickets>(store: &Store, mut rx: mpsc::Receiver<Job<T>>, done: &mpsc:
                 Err(_) => break,
             }
         }
-        write_batch(store, judge_live(writes, done), done);
+        write_batch(store, judge_live(writes, &mut rates, done), done);
     }
     tracing::debug!("store closed");
 }
@@ -313,7 +324,11 @@ enum Stored<T: Tickets> {
 /// Opens and judges the live messages among `writes` (on every core when
 /// there are many), sending each verdict at once; returns what is to be
 /// stored, in order.
-fn judge_live<T: Tickets>(writes: Vec<Write<T>>, done: &mpsc::Sender<Done<T>>) -> Vec<Stored<T>> {
+fn judge_live<T: Tickets>(
+    writes: Vec<Write<T>>,
+    rates: &mut AuthorRates,
+    done: &mpsc::Sender<Done<T>>,
+) -> Vec<Stored<T>> {
     let bytes: Vec<Option<&[u8]>> = writes
         .iter()
         .map(|w| match w {
@@ -337,7 +352,13 @@ fn judge_live<T: Tickets>(writes: Vec<Write<T>>, done: &mpsc::Sender<Done<T>>) -
                 // Every live write was opened above; `unwrap_or_else` only
                 // keeps the types honest.
                 let opened = opened.unwrap_or_else(|| Envelope::open(&bytes));
-                let verdict = validation::live(&check, opened);
+                let mut verdict = validation::live(&check, opened);
+                if let Verdict::Accept(envelope) = &verdict
+                    && is_chat(envelope)
+                    && !rates.allow(envelope.author(), &check.room, check.received_ms)
+                {
+                    verdict = Verdict::Excess;
+                }
                 if let Verdict::Accept(envelope) = &verdict
                     && is_chat(envelope)
                 {
@@ -444,6 +465,11 @@ fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
             ticket,
         } => Done::Latest {
             page: store.latest(&room, limit, not_after),
+            room,
+            ticket,
+        },
+        Query::Forget { room, ticket } => Done::Forgotten {
+            result: store.forget(&room),
             room,
             ticket,
         },

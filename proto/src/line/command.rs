@@ -32,6 +32,8 @@ pub enum Command {
     Peers,
     /// `/history ROOM [N]`
     History { room: RoomName, limit: u16 },
+    /// `/forget ROOM`: drop a room's stored history (a room not joined).
+    Forget(RoomName),
     /// `/dial MULTIADDR` (checked by the node, which knows multiaddrs).
     Dial(String),
     /// `/id`
@@ -52,6 +54,7 @@ impl Command {
             Self::Who(_) => "who",
             Self::Peers => "peers",
             Self::History { .. } => "history",
+            Self::Forget(_) => "forget",
             Self::Dial(_) => "dial",
             Self::Id => "id",
             Self::Quit => "quit",
@@ -143,6 +146,7 @@ impl FromStr for Command {
                     limit,
                 }
             }
+            "forget" => Command::Forget(args.one("ROOM", room)?),
             "dial" => Command::Dial(args.one("MULTIADDR", |s| Ok(s.to_owned()))?),
             "id" => args.none(Command::Id)?,
             "quit" => args.none(Command::Quit)?,
@@ -150,7 +154,7 @@ impl FromStr for Command {
                 return Err(LineError::new(
                     ErrorCode::UnknownCommand,
                     format!(
-                        "unknown command /{}; commands: /nick /join /leave /send /rooms /who /peers /history /dial /id /quit (start a message with // to send a leading /)",
+                        "unknown command /{}; commands: /nick /join /leave /send /rooms /who /peers /history /forget /dial /id /quit (start a message with // to send a leading /)",
                         truncate(other, 32)
                     ),
                 ));
@@ -321,6 +325,7 @@ impl fmt::Display for Command {
             Self::Who(Some(r)) => write!(f, "/who {r}"),
             Self::Peers => write!(f, "/peers"),
             Self::History { room, limit } => write!(f, "/history {room} {limit}"),
+            Self::Forget(r) => write!(f, "/forget {r}"),
             Self::Dial(a) => write!(f, "/dial {a}"),
             Self::Id => write!(f, "/id"),
             Self::Quit => write!(f, "/quit"),
@@ -348,6 +353,8 @@ mod tests {
         );
         assert_eq!("/leave".parse(), Ok(Command::Leave(None)));
         assert_eq!("/leave x".parse(), Ok(Command::Leave(r("x"))));
+        assert_eq!("/forget x".parse(), Ok(Command::Forget(r("x").unwrap())));
+        assert!("/forget".parse::<Command>().is_err());
         assert_eq!("/who".parse(), Ok(Command::Who(None)));
         assert_eq!("/rooms".parse::<Command>().unwrap(), Command::Rooms);
         assert_eq!("/peers".parse::<Command>().unwrap(), Command::Peers);

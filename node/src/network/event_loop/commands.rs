@@ -42,6 +42,13 @@ impl EventLoop {
                 Err(refused) => refused,
             },
             Command::History { room, limit } => return self.history(room, limit, reply),
+            Command::Forget(room) if self.rooms.is_joined(&room) => Answer::refused(
+                ErrorCode::StillJoined,
+                format!(
+                    "still in room {room} (its members would send it back); /leave {room} first"
+                ),
+            ),
+            Command::Forget(room) => return self.forget(room, reply),
             Command::Dial(addr) => return self.dial(addr, reply),
             Command::Join(room) => match self.join(room) {
                 Ok(()) => return self.save_state(Some((reply, "join"))),
@@ -241,6 +248,40 @@ impl EventLoop {
             self.pending.store_replies = self.pending.store_replies.saturating_sub(1);
             let _ = reply.send(Answer::Done(command));
         }
+    }
+
+    // ---- /forget ----
+
+    fn forget(&mut self, room: RoomName, reply: Responder) {
+        match self.store.query(Query::Forget {
+            room,
+            ticket: reply,
+        }) {
+            Ok(()) => self.pending.store_replies += 1,
+            Err(Query::Forget { ticket, .. }) => {
+                let _ = ticket.send(Answer::refused(
+                    ErrorCode::Busy,
+                    "the history store is busy; try again",
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+
+    pub(super) fn on_forgotten(
+        &mut self,
+        room: RoomName,
+        reply: Responder,
+        result: Result<usize, StoreError>,
+    ) {
+        self.pending.store_replies = self.pending.store_replies.saturating_sub(1);
+        let _ = reply.send(match result {
+            Ok(n) => {
+                tracing::info!(%room, forgotten = n, "history forgotten");
+                Answer::Done("forget")
+            }
+            Err(e) => Answer::refused(ErrorCode::Storage, format!("cannot forget {room}: {e}")),
+        });
     }
 
     // ---- /dial ----

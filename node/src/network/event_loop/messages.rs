@@ -53,6 +53,11 @@ impl EventLoop {
             Done::Served { ticket, response } => self.on_served(ticket, response),
             Done::Latest { room, ticket, page } => self.on_latest(room, ticket, page),
             Done::StateSaved { ticket, result } => self.on_state_saved(ticket, result),
+            Done::Forgotten {
+                room,
+                ticket,
+                result,
+            } => self.on_forgotten(room, ticket, result),
         }
     }
 
@@ -120,6 +125,14 @@ impl EventLoop {
             }
             Verdict::Ignore => self.judge(&id, &from, Ignore),
             Verdict::Reject => self.judge(&id, &from, Reject),
+            Verdict::Excess => {
+                self.judge(&id, &from, Ignore);
+                let score = self.serving.penalise_excess(from);
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .set_application_score(&from, score);
+            }
         }
     }
 
