@@ -10,6 +10,7 @@ mod footprint;
 mod latency;
 mod natlab;
 mod procfs;
+mod reconcile;
 mod relay_load;
 mod report;
 mod rooms;
@@ -86,6 +87,7 @@ enum Bench {
     Rooms,
     Throughput,
     Store,
+    Reconcile,
     Relay,
     Natlab,
     Footprint,
@@ -146,6 +148,8 @@ struct Sizes {
     throughput_rates: Vec<u32>,
     throughput_texts: Vec<usize>,
     store: (usize, usize, usize),
+    /// Reconcile: stores of this many differing by 10, the large store, answers timed per round.
+    reconcile: (usize, usize, usize),
     relay: (usize, usize, usize, Duration),
     natlab_trials: usize,
     footprint_restarts: usize,
@@ -165,6 +169,7 @@ impl Sizes {
             throughput_rates: throughput::RATES.to_vec(),
             throughput_texts: vec![64, 1024],
             store: (100_000, 20_000, 300),
+            reconcile: (10_000, 100_000, 300),
             relay: (1_000, 100, 1_000, Duration::from_secs(30)),
             natlab_trials: 20,
             footprint_restarts: 3,
@@ -187,6 +192,7 @@ impl Sizes {
             throughput_rates: throughput::RATES[..2].to_vec(),
             throughput_texts: vec![64],
             store: (5_000, 2_000, 50),
+            reconcile: (1_000, 2_000, 30),
             relay: (100, 10, 100, Duration::from_secs(3)),
             natlab_trials: 0,
             footprint_restarts: 1,
@@ -334,6 +340,13 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
         "store",
         store::run(&work, stored, writes, pages),
         store::rows
+    );
+    let (set, big, answers) = sizes.reconcile;
+    bench!(
+        Bench::Reconcile,
+        "reconcile",
+        reconcile::run(&work, set, big, answers),
+        reconcile::rows
     );
     let (reservations, circuits, rendezvous_peers, hold) = sizes.relay;
     bench!(
