@@ -31,6 +31,7 @@ use crate::store::key_file::{self, KeyFileError};
 use crate::store::{Store, StoreError};
 
 pub use crate::store::key_file::DEFAULT_LOG_N;
+pub use crate::validation::DEFAULT_AUTHOR_RATE;
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct Config {
     pub anti_entropy: std::time::Duration,
     /// How much history is kept.
     pub retention: store::Retention,
+    /// Live chat messages one author may send in one room, a second.
+    pub author_rate: u32,
 }
 
 impl Config {
@@ -136,7 +139,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .or(saved.nick)
         .unwrap_or_else(|| default_nick(&peer_id.to_string()));
     tracing::info!(%peer_id, data_dir = %data_dir.path().display(), "starting");
-    let (store, stored, store_thread) = store::worker::spawn(store)
+    let (store, stored, store_thread) = store::worker::spawn(store, config.author_rate)
         .map_err(|e| Error::Startup(format!("cannot start the store thread: {e}")))?;
     let network = NetworkConfig {
         nick,

@@ -89,6 +89,12 @@ struct Cli {
     #[arg(long, env = "PALAVER_RETAIN_DAYS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=36_500))]
     retain_days: u64,
+
+    /// Live chat messages one author may send in one room, a second (twice
+    /// as many in a burst); more are ignored.
+    #[arg(long, env = "PALAVER_AUTHOR_RATE", default_value_t = palaver_node::DEFAULT_AUTHOR_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    author_rate: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +268,7 @@ fn main() -> ExitCode {
         json: cli.json,
         mdns: !cli.no_mdns,
         anti_entropy: std::time::Duration::from_secs(cli.anti_entropy_secs),
+        author_rate: cli.author_rate,
         retention: palaver_node::store::Retention {
             room_messages: usize::try_from(cli.retain_messages).unwrap_or(usize::MAX),
             total_messages: usize::try_from(cli.store_max_messages).unwrap_or(usize::MAX),

@@ -14,6 +14,7 @@
 /// modules beside itself; those of this inline module are in its folder).
 mod process {
     mod catch_up;
+    mod catch_up_attacks;
     mod chat_between_processes;
     mod crash_recovery;
     mod data_dir_security;

@@ -24,7 +24,10 @@ pub const MAX_SERVING_PER_PEER: usize = 2;
 /// Application-score cost of one envelope that failed verification in catch-up.
 pub const BAD_ENVELOPE_PENALTY: f64 = 1.0;
 /// Application-score cost of one chat message over its author's rate.
-pub const EXCESS_PENALTY: f64 = 0.05;
+pub const EXCESS_PENALTY: f64 = 0.01;
+/// The most excess messages cost a peer: −5 in gossipsub (weight 10), far
+/// above the gossip threshold of −10.
+pub const MAX_EXCESS_PENALTY: f64 = 0.5;
 /// Most peers whose catch-up penalties are remembered.
 const MAX_PENALISED: usize = 4096;
 /// The work of one reconciliation round, in envelopes read (a pass over the
@@ -152,7 +155,13 @@ impl Serving {
 
     /// `peer` sent a chat message over its author's rate. Returns its new
     /// application score.
+    /// The excess alone never costs more than [`MAX_EXCESS_PENALTY`]: a
+    /// fast honest sender is slowed, not cut off.
     pub fn penalise_excess(&mut self, peer: PeerId) -> f64 {
+        let score = self.penalties.get(&peer).copied().unwrap_or(0.0);
+        if score <= -MAX_EXCESS_PENALTY {
+            return score;
+        }
         self.add_penalty(peer, EXCESS_PENALTY)
     }
 

@@ -264,12 +264,14 @@ pub type Spawned<T> = (StoreHandle<T>, mpsc::Receiver<Done<T>>, JoinHandle<()>);
 
 /// Starts the store thread. It ends (closing the store) once every handle is
 /// gone; its answers come on the returned receiver.
-pub fn spawn<T: Tickets>(store: Store) -> std::io::Result<Spawned<T>> {
+/// Live chat beyond `author_rate` messages a second from one author in one
+/// room is ignored ([`AuthorRates`]).
+pub fn spawn<T: Tickets>(store: Store, author_rate: u32) -> std::io::Result<Spawned<T>> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (done_tx, done_rx) = mpsc::channel(ANSWERS);
     let thread = std::thread::Builder::new()
         .name("store".into())
-        .spawn(move || serve(&store, rx, &done_tx))?;
+        .spawn(move || serve(&store, author_rate, rx, &done_tx))?;
     Ok((StoreHandle { tx }, done_rx, thread))
 }
 
@@ -279,9 +281,14 @@ fn answer<T: Tickets>(done: &mpsc::Sender<Done<T>>, d: Done<T>) {
     let _ = done.blocking_send(d);
 }
 
-fn serve<T: Tickets>(store: &Store, mut rx: mpsc::Receiver<Job<T>>, done: &mpsc::Sender<Done<T>>) {
+fn serve<T: Tickets>(
+    store: &Store,
+    author_rate: u32,
+    mut rx: mpsc::Receiver<Job<T>>,
+    done: &mpsc::Sender<Done<T>>,
+) {
     let mut next = None;
-    let mut rates = AuthorRates::default();
+    let mut rates = AuthorRates::new(author_rate);
     loop {
         let job = match next.take() {
             Some(job) => job,
