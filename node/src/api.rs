@@ -140,6 +140,8 @@ pub struct Chat {
     pub ts: u64,
     /// Reached this node by catch-up rather than live.
     pub replay: bool,
+    /// Came by catch-up dated before what this node had reconciled the room up to.
+    pub backdated: bool,
 }
 
 /// Something that happened, reported between answers.

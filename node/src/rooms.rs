@@ -436,6 +436,7 @@ pub fn chat_of(envelope: &Envelope, replay: bool) -> Option<Chat> {
         text: text.clone(),
         ts: p.ts,
         replay,
+        backdated: false,
     })
 }
 
@@ -470,6 +471,7 @@ fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -
                 text,
                 ts: payload.ts,
                 replay: false,
+                backdated: false,
             };
             return vec![Event::Message(message)];
         }

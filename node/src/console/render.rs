@@ -139,6 +139,7 @@ fn chat_message(chat: Chat) -> ChatMessage {
         text: chat.text,
         ts: chat.ts,
         replay: chat.replay,
+        backdated: chat.backdated,
     }
 }
 

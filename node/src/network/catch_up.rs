@@ -110,6 +110,8 @@ struct Pull {
     refusals: u32,
     /// When the peer last answered (or the pull started).
     heard: Instant,
+    /// This node's clock (unix ms) when the pull's first round was computed.
+    started_ms: Option<u64>,
 }
 
 /// Every pull under way, waiting, or due.
@@ -126,6 +128,9 @@ pub struct CatchUps {
     anti_entropy: HashMap<RoomName, Instant>,
     period: Duration,
     strikes: HashMap<PeerId, u32>,
+    /// Per room: everything dated before this (unix ms) was agreed with a
+    /// member by a pull that ended well.
+    synced: HashMap<RoomName, u64>,
     actions: Vec<Action>,
     rng: u64,
 }
@@ -144,6 +149,7 @@ impl CatchUps {
             anti_entropy: HashMap::new(),
             period,
             strikes: HashMap::new(),
+            synced: HashMap::new(),
             actions: Vec::new(),
             rng: seed | 1,
         }
@@ -199,6 +205,7 @@ impl CatchUps {
                 requests: 0,
                 refusals: 0,
                 heard: now,
+                started_ms: None,
             },
         );
         self.actions.push(Action::Reconcile { key, answer: None });
@@ -247,6 +254,7 @@ impl CatchUps {
         if pull.asked != Asked::Store {
             return self.end(key, false, now);
         }
+        pull.started_ms.get_or_insert(now_ms);
         let not_after = now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
         pull.to_fetch
             .extend(step.need.into_iter().filter(|r| r.ts <= not_after));
@@ -338,6 +346,12 @@ impl CatchUps {
         } else {
             tracing::debug!(peer = %key.0, room = %key.1, "caught up");
             self.strikes.remove(&key.0);
+            if let Some(started) = pull.started_ms {
+                // What the peer held then is here now, up to the allowed skew.
+                let agreed = started.saturating_sub(MAX_CLOCK_SKEW_MS);
+                let synced = self.synced.entry(key.1.clone()).or_insert(0);
+                *synced = (*synced).max(agreed);
+            }
             return self.end(key, false, now);
         };
         self.actions.push(Action::Send {
@@ -441,9 +455,17 @@ impl CatchUps {
         self.anti_entropy.entry(room.clone()).or_insert(at);
     }
 
+    /// Everything in `room` dated before this (unix ms) was agreed with a
+    /// member: a message dated earlier that comes by catch-up later was not
+    /// held by that member then, so it is back-dated (or was withheld).
+    pub fn synced_until(&self, room: &RoomName) -> Option<u64> {
+        self.synced.get(room).copied()
+    }
+
     /// `room` was left: its pulls end and its rounds stop.
     pub fn left(&mut self, room: &RoomName, now: Instant) {
         self.anti_entropy.remove(room);
+        self.synced.remove(room);
         self.shed.remove(room);
         self.queue.retain(|((_, r), _)| r != room);
         self.pulls.retain(|(_, r), _| r != room);

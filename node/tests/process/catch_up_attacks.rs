@@ -443,3 +443,89 @@ fn a_flood_of_valid_messages_keeps_the_store_under_its_cap_while_honest_messages
         "the authors' rate limits let {flood_shown} through"
     );
 }
+
+/// A node restarted on its own data dir, bootstrapping to `peer`.
+fn restart(name: &str, dir: std::path::PathBuf, peer: &str) -> Node {
+    Node::spawn(
+        name,
+        dir,
+        &[
+            "--json",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--bootstrap",
+            peer,
+        ],
+    )
+}
+
+#[test]
+fn a_member_offline_twice_with_a_long_stretch_online_between_ends_with_every_message() {
+    // Long enough that an inventory walked newest first (the protocol
+    // before reconciliation) meets two full pages it already holds before
+    // reaching the first gap, and stops there.
+    const STRETCH: usize = 600;
+    // a alone: the first gap, which b and c miss.
+    let mut a = Node::start("offline-twice", "a", &[]);
+    assert_eq!(a.command("/join lobby")["event"], "ok");
+    for i in 0..3 {
+        assert_eq!(
+            a.command(&format!("/send lobby gap one {i}"))["event"],
+            "sent"
+        );
+    }
+    let a_dir = a.data_dir.clone();
+    assert!(a.close_and_wait().success());
+    drop(a);
+    // b and c, online together for a long stretch.
+    let mut b = Node::start("offline-twice", "b", &[]);
+    let b_addr = b.addr("quic-v1");
+    let mut c = Node::start("offline-twice", "c", &["--bootstrap", &b_addr]);
+    assert_eq!(b.command("/join lobby")["event"], "ok");
+    assert_eq!(c.command("/join lobby")["event"], "ok");
+    b.wait_joined("lobby", &c.peer_id);
+    c.wait_joined("lobby", &b.peer_id);
+    for i in 0..STRETCH {
+        assert_eq!(
+            b.command(&format!("/send lobby stretch {i}"))["event"],
+            "sent"
+        );
+    }
+    c.wait_for_count("the stretch", STRETCH, 2 * PROMPT, |v| {
+        v["event"] == "message"
+            && v["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("stretch "))
+    });
+    // b goes away; a comes back to c (each catches up from the other), and
+    // c talks: the second gap. Then a goes, so b only ever meets c.
+    let b_dir = b.data_dir.clone();
+    assert!(b.close_and_wait().success());
+    drop(b);
+    let c_addr = c.addr("quic-v1");
+    let mut a = restart("a2", a_dir, &c_addr);
+    a.wait_joined("lobby", &c.peer_id);
+    c.wait_for_count("the first gap, from a", 3, PROMPT, |v| {
+        v["event"] == "message" && v["replay"] == true
+    });
+    for i in 0..3 {
+        assert_eq!(
+            c.command(&format!("/send lobby gap two {i}"))["event"],
+            "sent"
+        );
+    }
+    assert!(a.close_and_wait().success());
+    drop(a);
+    let mut b = restart("b2", b_dir, &c_addr);
+    b.wait_for_count("both gaps", 6, 2 * PROMPT, |v| {
+        v["event"] == "message" && v["replay"] == true
+    });
+    let history = b.command("/history lobby 1000");
+    let listed = texts(history["messages"].as_array().unwrap());
+    assert_eq!(listed.len(), STRETCH + 6, "every message, once");
+    for i in 0..3 {
+        assert!(listed.contains(&format!("gap one {i}")), "gap one {i}");
+        assert!(listed.contains(&format!("gap two {i}")), "gap two {i}");
+    }
+}

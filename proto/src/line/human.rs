@@ -26,7 +26,11 @@ fn short(peer_id: &str) -> &str {
 /// Anyone can pick any nick: the end of the author's peer id beside it shows
 /// who really speaks.
 fn message_line(m: &ChatMessage) -> String {
-    let replay = if m.replay { " (missed)" } else { "" };
+    let replay = match (m.replay, m.backdated) {
+        (_, true) => " (missed, back-dated)",
+        (true, false) => " (missed)",
+        (false, false) => "",
+    };
     let (ts, room, nick, from, text) = (clock(m.ts), &m.room, &m.nick, short(&m.from), &m.text);
     format!("{ts} [{room}] <{nick}#{from}> {text}{replay}")
 }
@@ -181,6 +185,7 @@ mod tests {
             text: "hello".parse().unwrap(),
             ts: 3_723_000,
             replay: false,
+            backdated: false,
         };
         assert_eq!(
             event(&Event::Message(m)),

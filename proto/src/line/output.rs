@@ -21,6 +21,11 @@ pub struct ChatMessage {
     pub ts: u64,
     /// True when the message reached this node by catch-up rather than live.
     pub replay: bool,
+    /// True when it came by catch-up dated before a point up to which this
+    /// node had already reconciled the room with a member (that member did
+    /// not hold it then): it was withheld, or signed with an old date.
+    #[serde(default)]
+    pub backdated: bool,
 }
 
 /// A room member, as `/who` lists them.
@@ -199,6 +204,7 @@ mod tests {
             text: "t".parse().unwrap(),
             ts: 5,
             replay: false,
+            backdated: false,
         });
         let v: Value = serde_json::to_value(&msg).unwrap();
         assert_eq!(v["event"], "message");

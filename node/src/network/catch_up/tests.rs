@@ -340,3 +340,22 @@ fn a_pull_converges_against_a_real_reconciliation() {
     assert!(c.pulls.is_empty());
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn a_pull_that_ends_well_marks_the_room_agreed_up_to_its_start_less_the_skew() {
+    let mut c = catch_ups();
+    let now = Instant::now();
+    assert_eq!(c.synced_until(&room()), None);
+    c.request(PeerId::random(), &room(), Reason::Met, now);
+    let (key, _) = store_round(&mut c);
+    c.on_step(&key, step(None, vec![]), NOW_MS, now);
+    assert_eq!(c.synced_until(&room()), Some(NOW_MS - MAX_CLOCK_SKEW_MS));
+    // A pull that fails says nothing.
+    c.request(PeerId::random(), &room(), Reason::Met, now);
+    let (key, _) = store_round(&mut c);
+    c.on_step(&key, step(Some(vec![1]), vec![]), NOW_MS + 60_000, now);
+    c.end(&key, true, now);
+    assert_eq!(c.synced_until(&room()), Some(NOW_MS - MAX_CLOCK_SKEW_MS));
+    c.left(&room(), now);
+    assert_eq!(c.synced_until(&room()), None);
+}

@@ -208,9 +208,11 @@ impl EventLoop {
     ) {
         let now = Instant::now();
         new.sort_by_key(message_ref);
+        let synced = self.catch_ups.synced_until(&key.1);
         for envelope in &new {
             self.rooms.observe(&key.1, envelope.payload().ts);
-            if let Some(chat) = crate::rooms::chat_of(envelope, true) {
+            if let Some(mut chat) = crate::rooms::chat_of(envelope, true) {
+                chat.backdated = synced.is_some_and(|t| chat.ts < t);
                 self.emit(Event::Message(chat));
             }
         }
