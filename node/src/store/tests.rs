@@ -53,6 +53,19 @@ fn chat(author: &Keypair, room: &str, ts: u64, text: &str) -> Envelope {
     Envelope::seal(author, payload).unwrap()
 }
 
+/// Chat messages in `room`, one per timestamp, each text `prefix` and its timestamp.
+fn chats(
+    author: &Keypair,
+    room: &str,
+    timestamps: impl IntoIterator<Item = u64>,
+    prefix: &str,
+) -> Vec<Envelope> {
+    timestamps
+        .into_iter()
+        .map(|ts| chat(author, room, ts, &format!("{prefix}{ts}")))
+        .collect()
+}
+
 fn texts(page: &Page) -> Vec<String> {
     page.messages
         .iter()
@@ -124,9 +137,7 @@ fn two_stores_reconcile_and_fetch_what_one_lacks_without_reading_envelopes() {
     let b = TempStore::new("reconcile-b");
     let ann = Keypair::generate_ed25519();
     let room: RoomName = "lobby".parse().unwrap();
-    let envelopes: Vec<Envelope> = (1..=100)
-        .map(|ts| chat(&ann, "lobby", ts, &format!("m{ts}")))
-        .collect();
+    let envelopes = chats(&ann, "lobby", 1..=100, "m");
     a.store().put_messages(&envelopes).unwrap();
     let held: Vec<Envelope> = envelopes
         .iter()
@@ -159,9 +170,7 @@ fn the_index_survives_a_reopen_and_is_built_for_a_store_from_before_it() {
     let mut t = TempStore::new("index");
     let ann = Keypair::generate_ed25519();
     let room: RoomName = "lobby".parse().unwrap();
-    let envelopes: Vec<Envelope> = (1..=50)
-        .map(|ts| chat(&ann, "lobby", ts, &format!("m{ts}")))
-        .collect();
+    let envelopes = chats(&ann, "lobby", 1..=50, "m");
     t.store().put_messages(&envelopes).unwrap();
     t.reopen();
     assert_eq!(t.store().room_len(&room), 50);
@@ -189,9 +198,7 @@ fn an_index_row_altered_or_moved_is_left_out() {
     let mut t = TempStore::new("index-tamper");
     let ann = Keypair::generate_ed25519();
     let room: RoomName = "lobby".parse().unwrap();
-    let envelopes: Vec<Envelope> = (1..=3)
-        .map(|ts| chat(&ann, "lobby", ts, &format!("m{ts}")))
-        .collect();
+    let envelopes = chats(&ann, "lobby", 1..=3, "m");
     t.store().put_messages(&envelopes).unwrap();
     let keys: Vec<Vec<u8>> = envelopes
         .iter()
@@ -230,9 +237,7 @@ fn a_value_altered_or_moved_to_another_key_is_reported_never_shown() {
     let mut t = TempStore::new("tamper");
     let ann = Keypair::generate_ed25519();
     let room: RoomName = "lobby".parse().unwrap();
-    let envelopes: Vec<Envelope> = (1..=3)
-        .map(|ts| chat(&ann, "lobby", ts, &format!("m{ts}")))
-        .collect();
+    let envelopes = chats(&ann, "lobby", 1..=3, "m");
     t.store().put_messages(&envelopes).unwrap();
     let keys: Vec<Vec<u8>> = envelopes
         .iter()
@@ -289,9 +294,7 @@ fn the_saved_state_survives_a_reopen_and_a_damaged_one_is_an_error() {
 fn nothing_readable_reaches_the_disk() {
     let mut t = TempStore::new("plaintext");
     let ann = Keypair::generate_ed25519();
-    let envelopes: Vec<Envelope> = (1..=200)
-        .map(|ts| chat(&ann, "needle-room", ts, &format!("needle-text-{ts}")))
-        .collect();
+    let envelopes = chats(&ann, "needle-room", 1..=200, "needle-text-");
     t.store().put_messages(&envelopes).unwrap();
     t.store()
         .save_state(&SavedState {
@@ -335,9 +338,7 @@ fn retention_drops_the_oldest_of_a_full_room_and_of_the_largest_room_over_the_qu
         .unwrap()
         .set_retention(retention, 0)
         .unwrap();
-    let lobby_msgs: Vec<Envelope> = (1..=50)
-        .map(|ts| chat(&ann, "lobby", ts, &format!("l{ts}")))
-        .collect();
+    let lobby_msgs = chats(&ann, "lobby", 1..=50, "l");
     t.store().put_messages(&lobby_msgs).unwrap();
     assert_eq!(t.store().room_len(&lobby), 30);
     let page = t.store().latest(&lobby, 100, u64::MAX).unwrap();

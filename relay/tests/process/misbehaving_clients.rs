@@ -150,7 +150,11 @@ async fn reservation_and_registration_spam_is_refused_and_others_are_still_serve
             .unwrap();
     }
     let spam = collect(&mut spammer, 5, 10).await;
-    assert_eq!(spam.reserved, 1, "{spam:?}");
+    // libp2p-relay refuses a new reservation only when the peer already holds
+    // more than the limit (`count > max`): when the client's requests go out
+    // on two connections (a race in its dialling), the second connection's
+    // is granted too. Five attempts still yield at most the limit plus one.
+    assert!((1..=2).contains(&spam.reserved), "{spam:?}");
     assert_eq!(spam.registered, 3, "{spam:?}");
 
     // An honest client, while the spammer stays connected.
