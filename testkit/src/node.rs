@@ -242,8 +242,12 @@ impl Node {
         pred: impl Fn(&Value) -> bool,
     ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
+        // Each line is looked at once: a count of thousands stays linear.
+        let mut found: Vec<Value> = Vec::new();
+        let mut checked = 0;
         loop {
-            let found: Vec<Value> = self.seen.iter().filter(|v| pred(v)).cloned().collect();
+            found.extend(self.seen[checked..].iter().filter(|v| pred(v)).cloned());
+            checked = self.seen.len();
             if found.len() >= n {
                 return found;
             }
