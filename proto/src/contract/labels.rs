@@ -51,11 +51,26 @@ pub const STORE_ID_TAG: &[u8] = b"id";
 /// derives the key sealing the reconciliation index: each stored message's
 /// id, encrypted with XChaCha20-Poly1305, readable without age.
 pub const STORE_ID_SEAL: &[u8] = b"palaver/store-id-seal/v1";
+/// The HKDF-SHA256 `info` that derives a private room's epoch id from the
+/// epoch key (first 16 bytes): names the key without revealing it.
+pub const PRIVATE_EPOCH_ID: &[u8] = b"palaver/private/epoch-id/v1";
+/// The HKDF-SHA256 `info` that derives a private room's gossipsub topic id
+/// from the epoch key: opaque, and new with every key.
+pub const PRIVATE_TOPIC: &[u8] = b"palaver/private/topic/v1";
+/// The HKDF-SHA256 `info` that derives a private room's rendezvous
+/// namespace from the epoch key.
+pub const PRIVATE_NAMESPACE: &[u8] = b"palaver/private/namespace/v1";
+/// The HKDF-SHA256 `info` that derives the XChaCha20-Poly1305 key sealing a
+/// private room's frames from the epoch key.
+pub const PRIVATE_MESSAGE_KEY: &[u8] = b"palaver/private/message-key/v1";
+/// What the associated data of a sealed private frame starts with, before
+/// the frame's version and epoch id.
+pub const PRIVATE_FRAME: &[u8] = b"palaver/private/frame/v1\0";
 /// The first line of the decrypted key file.
 pub const KEY_FILE_MAGIC: &str = "palaver-keys v1";
 
 /// Every label, in one table.
-pub const ALL: [Label; 8] = [
+pub const ALL: [Label; 13] = [
     Label {
         name: "ENVELOPE_SIGNATURE",
         bytes: ENVELOPE_SIGNATURE,
@@ -67,6 +82,36 @@ pub const ALL: [Label; 8] = [
         bytes: RENDEZVOUS_NAMESPACE,
         scope: Scope::Wire,
         purpose: "a room's rendezvous namespace",
+    },
+    Label {
+        name: "PRIVATE_EPOCH_ID",
+        bytes: PRIVATE_EPOCH_ID,
+        scope: Scope::Wire,
+        purpose: "a private room's epoch id",
+    },
+    Label {
+        name: "PRIVATE_TOPIC",
+        bytes: PRIVATE_TOPIC,
+        scope: Scope::Wire,
+        purpose: "a private room's topic id",
+    },
+    Label {
+        name: "PRIVATE_NAMESPACE",
+        bytes: PRIVATE_NAMESPACE,
+        scope: Scope::Wire,
+        purpose: "a private room's rendezvous namespace",
+    },
+    Label {
+        name: "PRIVATE_MESSAGE_KEY",
+        bytes: PRIVATE_MESSAGE_KEY,
+        scope: Scope::Wire,
+        purpose: "the key sealing a private room's frames",
+    },
+    Label {
+        name: "PRIVATE_FRAME",
+        bytes: PRIVATE_FRAME,
+        scope: Scope::Wire,
+        purpose: "a sealed private frame's associated data",
     },
     Label {
         name: "STORE_VALUE",
@@ -142,6 +187,11 @@ mod tests {
         assert_eq!(find("STORE_ID_TAG"), Some(STORE_ID_TAG));
         assert_eq!(find("STORE_ID_SEAL"), Some(STORE_ID_SEAL));
         assert_eq!(find("KEY_FILE_MAGIC"), Some(KEY_FILE_MAGIC.as_bytes()));
+        assert_eq!(find("PRIVATE_EPOCH_ID"), Some(PRIVATE_EPOCH_ID));
+        assert_eq!(find("PRIVATE_TOPIC"), Some(PRIVATE_TOPIC));
+        assert_eq!(find("PRIVATE_NAMESPACE"), Some(PRIVATE_NAMESPACE));
+        assert_eq!(find("PRIVATE_MESSAGE_KEY"), Some(PRIVATE_MESSAGE_KEY));
+        assert_eq!(find("PRIVATE_FRAME"), Some(PRIVATE_FRAME));
     }
 
     #[test]
@@ -154,6 +204,11 @@ mod tests {
         assert_eq!(STORE_ID_TAG, b"id");
         assert_eq!(STORE_ID_SEAL, b"palaver/store-id-seal/v1");
         assert_eq!(KEY_FILE_MAGIC, "palaver-keys v1");
+        assert_eq!(PRIVATE_EPOCH_ID, b"palaver/private/epoch-id/v1");
+        assert_eq!(PRIVATE_TOPIC, b"palaver/private/topic/v1");
+        assert_eq!(PRIVATE_NAMESPACE, b"palaver/private/namespace/v1");
+        assert_eq!(PRIVATE_MESSAGE_KEY, b"palaver/private/message-key/v1");
+        assert_eq!(PRIVATE_FRAME, b"palaver/private/frame/v1\x00");
     }
 
     #[test]
@@ -173,13 +228,24 @@ mod tests {
     }
 
     #[test]
-    fn only_the_signature_and_namespace_labels_go_on_the_wire() {
+    fn only_the_signature_namespace_and_private_room_labels_go_on_the_wire() {
         let wire: Vec<&str> = ALL
             .iter()
             .filter(|l| l.scope == Scope::Wire)
             .map(|l| l.name)
             .collect();
-        assert_eq!(wire, ["ENVELOPE_SIGNATURE", "RENDEZVOUS_NAMESPACE"]);
+        assert_eq!(
+            wire,
+            [
+                "ENVELOPE_SIGNATURE",
+                "RENDEZVOUS_NAMESPACE",
+                "PRIVATE_EPOCH_ID",
+                "PRIVATE_TOPIC",
+                "PRIVATE_NAMESPACE",
+                "PRIVATE_MESSAGE_KEY",
+                "PRIVATE_FRAME",
+            ]
+        );
     }
 
     #[test]
