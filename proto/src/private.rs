@@ -41,6 +41,9 @@ use crate::contract::labels;
 use crate::envelope::MAX_ENVELOPE_BYTES;
 use crate::names::RoomName;
 
+pub mod keyring;
+pub mod rotation;
+
 /// The frame version this code writes.
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes of a frame before its ciphertext.

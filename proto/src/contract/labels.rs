@@ -66,11 +66,14 @@ pub const PRIVATE_MESSAGE_KEY: &[u8] = b"palaver/private/message-key/v1";
 /// What the associated data of a sealed private frame starts with, before
 /// the frame's version and epoch id.
 pub const PRIVATE_FRAME: &[u8] = b"palaver/private/frame/v1\0";
+/// What a private room's rotation signature covers before the statement's
+/// own bytes.
+pub const PRIVATE_ROTATION: &[u8] = b"palaver/private/rotation/v1\0";
 /// The first line of the decrypted key file.
 pub const KEY_FILE_MAGIC: &str = "palaver-keys v1";
 
 /// Every label, in one table.
-pub const ALL: [Label; 13] = [
+pub const ALL: [Label; 14] = [
     Label {
         name: "ENVELOPE_SIGNATURE",
         bytes: ENVELOPE_SIGNATURE,
@@ -112,6 +115,12 @@ pub const ALL: [Label; 13] = [
         bytes: PRIVATE_FRAME,
         scope: Scope::Wire,
         purpose: "a sealed private frame's associated data",
+    },
+    Label {
+        name: "PRIVATE_ROTATION",
+        bytes: PRIVATE_ROTATION,
+        scope: Scope::Wire,
+        purpose: "a private room's rotation signatures",
     },
     Label {
         name: "STORE_VALUE",
@@ -192,6 +201,7 @@ mod tests {
         assert_eq!(find("PRIVATE_NAMESPACE"), Some(PRIVATE_NAMESPACE));
         assert_eq!(find("PRIVATE_MESSAGE_KEY"), Some(PRIVATE_MESSAGE_KEY));
         assert_eq!(find("PRIVATE_FRAME"), Some(PRIVATE_FRAME));
+        assert_eq!(find("PRIVATE_ROTATION"), Some(PRIVATE_ROTATION));
     }
 
     #[test]
@@ -209,6 +219,7 @@ mod tests {
         assert_eq!(PRIVATE_NAMESPACE, b"palaver/private/namespace/v1");
         assert_eq!(PRIVATE_MESSAGE_KEY, b"palaver/private/message-key/v1");
         assert_eq!(PRIVATE_FRAME, b"palaver/private/frame/v1\x00");
+        assert_eq!(PRIVATE_ROTATION, b"palaver/private/rotation/v1\x00");
     }
 
     #[test]
@@ -244,6 +255,7 @@ mod tests {
                 "PRIVATE_NAMESPACE",
                 "PRIVATE_MESSAGE_KEY",
                 "PRIVATE_FRAME",
+                "PRIVATE_ROTATION",
             ]
         );
     }
