@@ -42,6 +42,7 @@ use crate::envelope::MAX_ENVELOPE_BYTES;
 use crate::names::RoomName;
 
 pub mod keyring;
+pub mod redeem;
 pub mod rotation;
 
 /// The frame version this code writes.
