@@ -10,15 +10,18 @@
 //! every key. A frame carries a signed [`crate::envelope::Envelope`] inside:
 //! authorship is checked after decryption, exactly as in a public room.
 //!
-//! Frame layout, version 1:
+//! What is published on a private topic, version 1: a message frame or a
+//! lockbox.
 //!
 //! ```text
-//! version u8 = 1 | epoch_id [16] | nonce [24] | ciphertext (plaintext + 16-byte tag)
+//! version u8 = 1 | kind u8 = 0 | epoch_id [16] | nonce [24] | ciphertext (plaintext + 16-byte tag)
+//! version u8 = 1 | kind u8 = 1 | age ciphertext (binary age format, to every member's recipient)
 //! ```
 //!
-//! The associated data is `labels::PRIVATE_FRAME` followed by the version
-//! and the epoch id, so a frame cannot be moved to another epoch or taken
-//! for anything else. The nonce is random (24 bytes: collisions are not a
+//! A message frame's associated data is `labels::PRIVATE_FRAME` followed by
+//! the version, the kind and the epoch id, so a frame cannot be moved to
+//! another epoch or taken for anything else. A lockbox holds a signed
+//! [`rotation::Rotation`]; the node writes and opens the age part. The nonce is random (24 bytes: collisions are not a
 //! concern at any rate a room can reach).
 //!
 //! An invite code is [`INVITE_PREFIX`] followed by base64url (no padding)
@@ -48,7 +51,13 @@ pub mod rotation;
 /// The frame version this code writes.
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes of a frame before its ciphertext.
-pub const FRAME_HEADER_BYTES: usize = 1 + EPOCH_ID_BYTES + NONCE_BYTES;
+pub const FRAME_HEADER_BYTES: usize = 2 + EPOCH_ID_BYTES + NONCE_BYTES;
+/// The kind byte of a message frame and of a lockbox.
+pub const KIND_MESSAGE: u8 = 0;
+pub const KIND_LOCKBOX: u8 = 1;
+/// Largest lockbox (its age ciphertext and two bytes): inside one gossip
+/// message, with room for gossipsub's own framing.
+pub const MAX_LOCKBOX_BYTES: usize = crate::contract::MAX_GOSSIP_FRAME_BYTES - 1024;
 /// Bytes the AEAD adds to the plaintext.
 pub const TAG_BYTES: usize = 16;
 /// Largest valid frame: one envelope, sealed.
@@ -150,7 +159,7 @@ impl EpochKey {
             return Err(FrameError::TooLong(plaintext.len()));
         }
         let id = self.id();
-        let aad = frame_aad(FRAME_VERSION, &id);
+        let aad = frame_aad(&id);
         let ciphertext = self
             .cipher()
             .encrypt(
@@ -163,6 +172,7 @@ impl EpochKey {
             .map_err(|_| FrameError::Sealing)?;
         let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + ciphertext.len());
         out.push(FRAME_VERSION);
+        out.push(KIND_MESSAGE);
         out.extend_from_slice(&id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
@@ -174,7 +184,7 @@ impl EpochKey {
         if frame.epoch != self.id() {
             return Err(FrameError::WrongEpoch);
         }
-        let aad = frame_aad(FRAME_VERSION, &frame.epoch);
+        let aad = frame_aad(&frame.epoch);
         self.cipher()
             .decrypt(
                 XNonce::from_slice(&frame.nonce),
@@ -187,10 +197,11 @@ impl EpochKey {
     }
 }
 
-fn frame_aad(version: u8, epoch: &EpochId) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(labels::PRIVATE_FRAME.len() + 1 + EPOCH_ID_BYTES);
+fn frame_aad(epoch: &EpochId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(labels::PRIVATE_FRAME.len() + 2 + EPOCH_ID_BYTES);
     aad.extend_from_slice(labels::PRIVATE_FRAME);
-    aad.push(version);
+    aad.push(FRAME_VERSION);
+    aad.push(KIND_MESSAGE);
     aad.extend_from_slice(epoch);
     aad
 }
@@ -204,7 +215,25 @@ pub struct Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
-    /// Reads a frame's header; the ciphertext is checked by [`EpochKey::open`].
+    /// Reads a message frame's header; the ciphertext is checked by
+    /// [`EpochKey::open`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FrameError> {
+        match Published::parse(bytes)? {
+            Published::Message(frame) => Ok(frame),
+            Published::Lockbox(_) => Err(FrameError::NotAMessage),
+        }
+    }
+}
+
+/// What was published on a private topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published<'a> {
+    Message(Frame<'a>),
+    /// The age ciphertext of a lockbox.
+    Lockbox(&'a [u8]),
+}
+
+impl<'a> Published<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FrameError> {
         let Some((&version, rest)) = bytes.split_first() else {
             return Err(FrameError::Truncated);
@@ -212,24 +241,57 @@ impl<'a> Frame<'a> {
         if version != FRAME_VERSION {
             return Err(FrameError::UnknownVersion(version));
         }
-        if bytes.len() > MAX_FRAME_BYTES {
-            return Err(FrameError::TooLong(bytes.len()));
-        }
-        if bytes.len() < FRAME_HEADER_BYTES + TAG_BYTES {
+        let Some((&kind, rest)) = rest.split_first() else {
             return Err(FrameError::Truncated);
+        };
+        match kind {
+            KIND_MESSAGE => {
+                if bytes.len() > MAX_FRAME_BYTES {
+                    return Err(FrameError::TooLong(bytes.len()));
+                }
+                if bytes.len() < FRAME_HEADER_BYTES + TAG_BYTES {
+                    return Err(FrameError::Truncated);
+                }
+                let (epoch, rest) = rest.split_at(EPOCH_ID_BYTES);
+                let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
+                let mut e = [0u8; EPOCH_ID_BYTES];
+                e.copy_from_slice(epoch);
+                let mut n = [0u8; NONCE_BYTES];
+                n.copy_from_slice(nonce);
+                Ok(Published::Message(Frame {
+                    epoch: e,
+                    nonce: n,
+                    ciphertext,
+                }))
+            }
+            KIND_LOCKBOX => {
+                if bytes.len() > MAX_LOCKBOX_BYTES {
+                    return Err(FrameError::TooLong(bytes.len()));
+                }
+                if rest.is_empty() {
+                    return Err(FrameError::Truncated);
+                }
+                Ok(Published::Lockbox(rest))
+            }
+            other => Err(FrameError::UnknownKind(other)),
         }
-        let (epoch, rest) = rest.split_at(EPOCH_ID_BYTES);
-        let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
-        let mut e = [0u8; EPOCH_ID_BYTES];
-        e.copy_from_slice(epoch);
-        let mut n = [0u8; NONCE_BYTES];
-        n.copy_from_slice(nonce);
-        Ok(Self {
-            epoch: e,
-            nonce: n,
-            ciphertext,
-        })
     }
+}
+
+/// A lockbox ready to publish, from its age ciphertext.
+pub fn lockbox(age_ciphertext: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let len = age_ciphertext.len().saturating_add(2);
+    if len > MAX_LOCKBOX_BYTES {
+        return Err(FrameError::TooLong(len));
+    }
+    if age_ciphertext.is_empty() {
+        return Err(FrameError::Truncated);
+    }
+    let mut out = Vec::with_capacity(len);
+    out.push(FRAME_VERSION);
+    out.push(KIND_LOCKBOX);
+    out.extend_from_slice(age_ciphertext);
+    Ok(out)
 }
 
 /// Why bytes are not a frame this key opens.
@@ -241,6 +303,10 @@ pub enum FrameError {
     TooLong(usize),
     #[error("frame ends early")]
     Truncated,
+    #[error("unknown kind {0} of what was published")]
+    UnknownKind(u8),
+    #[error("a lockbox, not a message frame")]
+    NotAMessage,
     #[error("frame is for another epoch")]
     WrongEpoch,
     #[error("frame does not decrypt under the epoch's key")]

@@ -163,3 +163,31 @@ fn an_invite_names_one_to_eight_members() {
         Err(InviteError::PeerCount(MAX_INVITE_PEERS + 1))
     );
 }
+
+#[test]
+fn a_lockbox_and_a_message_frame_are_told_apart_by_their_kind() {
+    let k = key(1);
+    let frame = k.seal([3; NONCE_BYTES], b"envelope").unwrap();
+    assert!(matches!(
+        Published::parse(&frame),
+        Ok(Published::Message(_))
+    ));
+    let lb = lockbox(b"age ciphertext").unwrap();
+    assert_eq!(
+        Published::parse(&lb),
+        Ok(Published::Lockbox(&b"age ciphertext"[..]))
+    );
+    assert_eq!(Frame::parse(&lb), Err(FrameError::NotAMessage));
+    assert_eq!(
+        Published::parse(&[FRAME_VERSION, 7, 0]),
+        Err(FrameError::UnknownKind(7))
+    );
+    assert_eq!(
+        Published::parse(&[FRAME_VERSION, KIND_LOCKBOX]),
+        Err(FrameError::Truncated)
+    );
+    assert!(matches!(
+        lockbox(&vec![0; MAX_LOCKBOX_BYTES]),
+        Err(FrameError::TooLong(_))
+    ));
+}
