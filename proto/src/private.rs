@@ -44,6 +44,7 @@ use crate::contract::labels;
 use crate::envelope::MAX_ENVELOPE_BYTES;
 use crate::names::RoomName;
 
+mod bytes;
 pub mod keyring;
 pub mod redeem;
 pub mod rotation;
@@ -412,7 +413,7 @@ impl Invite {
         let bytes = BASE64URL_NOPAD
             .decode(body.as_bytes())
             .map_err(|_| InviteError::NotBase64)?;
-        let mut r = Reader(&bytes);
+        let mut r = bytes::Reader(&bytes);
         let version = r.u8()?;
         if version != INVITE_VERSION {
             return Err(InviteError::UnknownVersion(version));
@@ -472,31 +473,9 @@ fn push_short(out: &mut Vec<u8>, bytes: &[u8], what: &'static str) -> Result<(),
     Ok(())
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], InviteError> {
-        if self.0.len() < n {
-            return Err(InviteError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, InviteError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], InviteError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn short(&mut self) -> Result<&'a [u8], InviteError> {
-        let n = usize::from(self.u8()?);
-        self.take(n)
+impl From<bytes::EndsEarly> for InviteError {
+    fn from(_: bytes::EndsEarly) -> Self {
+        InviteError::Truncated
     }
 }
 

@@ -23,6 +23,7 @@
 
 use libp2p_identity::{KeyType, Keypair, PeerId, PublicKey};
 
+use super::bytes::{EndsEarly, Reader};
 use super::{EPOCH_ID_BYTES, EpochId, EpochKey, ROOM_ID_BYTES};
 use crate::contract::labels;
 
@@ -150,7 +151,7 @@ impl Rotation {
         let generation = u64::from_be_bytes(r.array::<8>()?);
         let parent = r.array::<EPOCH_ID_BYTES>()?;
         let key = EpochKey::from_bytes(r.array::<32>()?);
-        let author_key = r.short(MAX_KEY_BYTES, "author key")?;
+        let author_key = read_short(&mut r, MAX_KEY_BYTES, "author key")?;
         let members_len = usize::from(u16::from_be_bytes(r.array::<2>()?));
         if members_len == 0 || members_len > MAX_ROSTER {
             return Err(RotationError::Count {
@@ -161,13 +162,13 @@ impl Rotation {
         }
         let mut members = Vec::with_capacity(members_len);
         for _ in 0..members_len {
-            let peer = r.peer()?;
+            let peer = read_peer(&mut r)?;
             let role = match r.u8()? {
                 0 => Role::Member,
                 1 => Role::Admin,
                 _ => return Err(RotationError::Invalid("role")),
             };
-            let recipient = r.short(MAX_RECIPIENT_CHARS, "recipient")?;
+            let recipient = read_short(&mut r, MAX_RECIPIENT_CHARS, "recipient")?;
             let recipient = std::str::from_utf8(recipient)
                 .ok()
                 .filter(|s| s.is_ascii() && !s.is_empty())
@@ -189,10 +190,10 @@ impl Rotation {
         }
         let mut removed = Vec::with_capacity(removed_len);
         for _ in 0..removed_len {
-            removed.push(r.peer()?);
+            removed.push(read_peer(&mut r)?);
         }
         let signed_len = bytes.len() - r.0.len();
-        let signature = r.short(MAX_SIGNATURE_BYTES, "signature")?;
+        let signature = read_short(&mut r, MAX_SIGNATURE_BYTES, "signature")?;
         if !r.0.is_empty() {
             return Err(RotationError::TrailingBytes(r.0.len()));
         }
@@ -274,40 +275,28 @@ fn short(out: &mut Vec<u8>, bytes: &[u8], what: &'static str) -> Result<(), Rota
     Ok(())
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RotationError> {
-        if self.0.len() < n {
-            return Err(RotationError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
+impl From<EndsEarly> for RotationError {
+    fn from(_: EndsEarly) -> Self {
+        RotationError::Truncated
     }
+}
 
-    fn u8(&mut self) -> Result<u8, RotationError> {
-        Ok(self.take(1)?[0])
+/// A length-prefixed field of at most `max` bytes.
+fn read_short<'a>(
+    r: &mut Reader<'a>,
+    max: usize,
+    what: &'static str,
+) -> Result<&'a [u8], RotationError> {
+    let field = r.short()?;
+    if field.len() > max {
+        return Err(RotationError::Invalid(what));
     }
+    Ok(field)
+}
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RotationError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn short(&mut self, max: usize, what: &'static str) -> Result<&'a [u8], RotationError> {
-        let n = usize::from(self.u8()?);
-        if n > max {
-            return Err(RotationError::Invalid(what));
-        }
-        self.take(n)
-    }
-
-    fn peer(&mut self) -> Result<PeerId, RotationError> {
-        let bytes = self.short(MAX_PEER_ID_BYTES, "peer id")?;
-        PeerId::from_bytes(bytes).map_err(|_| RotationError::Invalid("peer id"))
-    }
+fn read_peer(r: &mut Reader<'_>) -> Result<PeerId, RotationError> {
+    let bytes = read_short(r, MAX_PEER_ID_BYTES, "peer id")?;
+    PeerId::from_bytes(bytes).map_err(|_| RotationError::Invalid("peer id"))
 }
 
 #[cfg(test)]
