@@ -25,6 +25,10 @@
 //! - `s/state` → encrypted [`SavedState`] encoding
 //! - `s/index` → empty: every message has its index row (set once, after
 //!   the index rows of a store from before them were written)
+//! - `s/lockbox-identity` → encrypted age X25519 identity private rooms'
+//!   lockboxes are sealed to (made at first open; its own key, apart from
+//!   the one the store is encrypted to, because its recipient is given to
+//!   other members)
 
 pub mod key_file;
 pub mod parallel;
@@ -57,6 +61,7 @@ const MESSAGE_PREFIX: u8 = b'm';
 const INDEX_PREFIX: u8 = b'r';
 const STATE_KEY: &[u8] = b"s/state";
 const INDEXED_KEY: &[u8] = b"s/index";
+const LOCKBOX_IDENTITY_KEY: &[u8] = b"s/lockbox-identity";
 const TAG_BYTES: usize = 16;
 const MESSAGE_KEY_BYTES: usize = 1 + TAG_BYTES + 8 + TAG_BYTES;
 const NONCE_BYTES: usize = 24;
@@ -166,6 +171,8 @@ pub struct Store {
     seal: XChaCha20Poly1305,
     index: Mutex<Index>,
     retention: Retention,
+    /// Opens the lockboxes private rooms seal to this node.
+    lockbox: age::x25519::Identity,
 }
 
 impl std::fmt::Debug for Store {
@@ -208,7 +215,7 @@ impl Store {
             .unwrap_or_else(|_| hmac_accepts_any_key());
         mac.update(labels::STORE_ID_SEAL);
         let seal_key: [u8; 32] = mac.finalize().into_bytes().into();
-        let store = Self {
+        let mut store = Self {
             db,
             identity,
             recipient,
@@ -216,7 +223,9 @@ impl Store {
             seal: XChaCha20Poly1305::new(&seal_key.into()),
             index: Mutex::new(Index::default()),
             retention: Retention::default(),
+            lockbox: age::x25519::Identity::generate(),
         };
+        store.lockbox = store.load_lockbox_identity()?;
         store.load_index()?;
         Ok(store)
     }
@@ -706,6 +715,58 @@ impl Store {
         }
         let opened = parallel::map(&rows, |(k, v)| self.decrypt_message(k, v));
         Ok(opened.into_iter().flatten().collect())
+    }
+
+    /// The identity of a store from before lockboxes is made now, once.
+    /// One that does not decrypt stops the open: making a new one would
+    /// silently cut this node off from every private room it is in.
+    fn load_lockbox_identity(&self) -> Result<age::x25519::Identity, StoreError> {
+        use age::secrecy::ExposeSecret;
+        if let Some(value) = self.db.get(LOCKBOX_IDENTITY_KEY)? {
+            return self
+                .decrypt_value(LOCKBOX_IDENTITY_KEY, &value)
+                .and_then(|data| String::from_utf8(data).ok())
+                .and_then(|s| s.parse::<age::x25519::Identity>().ok())
+                .ok_or_else(|| StoreError::Db("the private-room identity is corrupt".into()));
+        }
+        let identity = age::x25519::Identity::generate();
+        let secret = identity.to_string();
+        let value = self.encrypt_value(LOCKBOX_IDENTITY_KEY, secret.expose_secret().as_bytes())?;
+        self.db.put(LOCKBOX_IDENTITY_KEY, value)?;
+        Ok(identity)
+    }
+
+    /// The age recipient other members seal this node's lockboxes to.
+    pub fn lockbox_recipient(&self) -> String {
+        self.lockbox.to_public().to_string()
+    }
+
+    /// Seals `plaintext` (a signed rotation) to every recipient at once: a
+    /// lockbox. Refuses a recipient that is not an age X25519 recipient.
+    pub fn seal_lockbox(recipients: &[String], plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        use std::io::Write;
+        let parsed: Vec<age::x25519::Recipient> = recipients
+            .iter()
+            .map(|r| {
+                r.parse()
+                    .map_err(|e: &str| StoreError::Encrypt(e.to_owned()))
+            })
+            .collect::<Result<_, _>>()?;
+        let encryptor =
+            age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| StoreError::Encrypt(e.to_string()))?;
+        let mut out = Vec::with_capacity(plaintext.len() + 100 * parsed.len() + 64);
+        let encrypt = |e: std::io::Error| StoreError::Encrypt(e.to_string());
+        let mut writer = encryptor.wrap_output(&mut out).map_err(encrypt)?;
+        writer.write_all(plaintext).map_err(encrypt)?;
+        writer.finish().map_err(encrypt)?;
+        Ok(out)
+    }
+
+    /// Opens a lockbox sealed to this node: `None` if it is not to this
+    /// node, or not a genuine age file.
+    pub fn open_lockbox(&self, lockbox: &[u8]) -> Option<Vec<u8>> {
+        age::decrypt(&self.lockbox, lockbox).ok()
     }
 
     /// Remembers the nick and rooms.

@@ -430,3 +430,39 @@ fn forgetting_a_room_drops_its_history_and_nothing_else() {
         ["kept"]
     );
 }
+
+#[test]
+fn a_lockbox_opens_for_each_of_its_recipients_and_no_one_else() {
+    let (a, b, c) = (
+        TempStore::new("lockbox-a"),
+        TempStore::new("lockbox-b"),
+        TempStore::new("lockbox-c"),
+    );
+    let to = [a.store().lockbox_recipient(), b.store().lockbox_recipient()];
+    let lockbox = Store::seal_lockbox(&to, b"signed rotation").unwrap();
+    assert_eq!(
+        a.store().open_lockbox(&lockbox).unwrap(),
+        b"signed rotation"
+    );
+    assert_eq!(
+        b.store().open_lockbox(&lockbox).unwrap(),
+        b"signed rotation"
+    );
+    assert_eq!(c.store().open_lockbox(&lockbox), None);
+    let mut bent = lockbox.clone();
+    let last = bent.len() - 1;
+    bent[last] ^= 1;
+    assert_eq!(a.store().open_lockbox(&bent), None);
+    assert_eq!(a.store().open_lockbox(b"not age"), None);
+    assert!(Store::seal_lockbox(&["age1nonsense".into()], b"x").is_err());
+    assert!(Store::seal_lockbox(&[], b"x").is_err());
+}
+
+#[test]
+fn the_lockbox_identity_survives_a_reopen_and_is_not_the_storage_key() {
+    let mut t = TempStore::new("lockbox-reopen");
+    let before = t.store().lockbox_recipient();
+    assert_ne!(before, t.keys.storage.to_public().to_string());
+    t.reopen();
+    assert_eq!(t.store().lockbox_recipient(), before);
+}
