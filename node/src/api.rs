@@ -7,6 +7,7 @@
 
 use libp2p::{Multiaddr, PeerId};
 use palaver_proto::line::LeaveReason;
+pub use palaver_proto::private::Invite;
 use palaver_proto::{ErrorCode, Nick, RoomName, Text};
 
 /// What the console asks of the network: one command line, validated.
@@ -14,6 +15,19 @@ use palaver_proto::{ErrorCode, Nick, RoomName, Text};
 pub enum Command {
     Nick(Nick),
     Join(RoomName),
+    /// Join a private room by its invite.
+    JoinInvite(Invite),
+    /// Create a private room with this name (no tag).
+    Create(RoomName),
+    /// A fresh invite code to a private room.
+    Invite(RoomName),
+    /// Remove a member from a private room.
+    Kick {
+        room: RoomName,
+        peer: PeerId,
+    },
+    /// Revoke one of this node's invites.
+    Revoke(Invite),
     /// The current room when `None`.
     Leave(Option<RoomName>),
     /// To the current room when `room` is `None`.
@@ -48,6 +62,11 @@ pub enum Answer {
         peers: usize,
     },
     Rooms(Vec<RoomName>),
+    /// An invite code to a private room.
+    Invite {
+        room: RoomName,
+        code: String,
+    },
     Who {
         room: RoomName,
         members: Vec<(PeerId, Nick)>,
@@ -100,6 +119,8 @@ pub struct NodeStatus {
     pub external: Vec<Multiaddr>,
     pub nat: NatStatus,
     pub relays: Vec<RelayStatus>,
+    /// The private rooms this node is in.
+    pub private: Vec<RoomName>,
 }
 
 /// What AutoNAT found.

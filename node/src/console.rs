@@ -39,14 +39,20 @@ enum Input {
 type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// Runs the console until the event loop has finished.
-pub async fn run(client: Client, mut events: mpsc::Receiver<Event>, json: bool) {
+/// `first_lines` are read before stdin, as if typed first.
+pub async fn run(
+    client: Client,
+    mut events: mpsc::Receiver<Event>,
+    json: bool,
+    first_lines: Vec<String>,
+) {
     let mut out = Output::start(json);
     // `ready` is the first line: nothing else is written before it.
     match events.recv().await {
         Some(first) => out.event(first).await,
         None => return,
     }
-    let mut input = spawn_stdin_reader();
+    let mut input = spawn_stdin_reader(first_lines);
     let mut in_flight: FuturesOrdered<PendingReply> = FuturesOrdered::new();
     let mut reading = true;
     loop {
@@ -203,11 +209,18 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     })
 }
 
-fn spawn_stdin_reader() -> mpsc::Receiver<Input> {
+fn spawn_stdin_reader(first_lines: Vec<String>) -> mpsc::Receiver<Input> {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let spawned = std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_lines(io::stdin().lock(), &tx));
+        .spawn(move || {
+            for line in first_lines {
+                if tx.blocking_send(Input::Line(line.into_bytes())).is_err() {
+                    return;
+                }
+            }
+            read_lines(io::stdin().lock(), &tx);
+        });
     if let Err(e) = spawned {
         tracing::error!("cannot start the stdin reader: {e}");
     }

@@ -9,6 +9,7 @@ mod api;
 mod console;
 mod data_dir;
 mod network;
+mod private;
 mod rooms;
 pub mod store;
 mod validation;
@@ -56,6 +57,8 @@ pub struct Config {
     pub retention: store::Retention,
     /// Live chat messages one author may send in one room, a second.
     pub author_rate: u32,
+    /// An invite code to redeem at start, as if `/join CODE` were typed first.
+    pub join: Option<String>,
 }
 
 impl Config {
@@ -113,7 +116,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let (passphrase, log_n) = (config.passphrase.clone(), config.kdf_log_n);
     let retention = config.retention;
     // scrypt takes a second by design, and RocksDB reads its log: off the runtime.
-    let (keys, store, saved) = tokio::task::spawn_blocking(move || {
+    let (keys, store, (saved, private)) = tokio::task::spawn_blocking(move || {
         let (keys, created) = key_file::open_or_create(&path, &passphrase, log_n)?;
         if created {
             tracing::info!("created a new identity and key file");
@@ -127,7 +130,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
             tracing::warn!("starting without the saved rooms and nick: {e}");
             Default::default()
         });
-        Ok::<_, Error>((keys, store, saved))
+        let (private, corrupt) = store.private_records()?;
+        if corrupt > 0 {
+            tracing::warn!(
+                corrupt,
+                "private rooms whose keys fail their checks are left out"
+            );
+        }
+        Ok::<_, Error>((keys, store, (saved, private)))
     })
     .await
     .map_err(|e| Error::Startup(e.to_string()))??;
@@ -139,6 +149,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .or(saved.nick)
         .unwrap_or_else(|| default_nick(&peer_id.to_string()));
     tracing::info!(%peer_id, data_dir = %data_dir.path().display(), "starting");
+    let recipient = store.lockbox_recipient();
     let (store, stored, store_thread) = store::worker::spawn(store, config.author_rate)
         .map_err(|e| Error::Startup(format!("cannot start the store thread: {e}")))?;
     let network = NetworkConfig {
@@ -150,11 +161,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
         stored,
         rooms: saved.rooms,
         anti_entropy: config.anti_entropy,
+        private,
+        recipient,
     };
     let (client, events, event_loop) = network::new(keypair, network)?;
     let event_loop = tokio::spawn(event_loop.run());
     tokio::spawn(quit_on_signal(client.clone()));
-    console::run(client, events, config.json).await;
+    let first_lines = config
+        .join
+        .map(|code| format!("/join {code}"))
+        .into_iter()
+        .collect();
+    console::run(client, events, config.json, first_lines).await;
     if let Err(e) = event_loop.await {
         tracing::error!("the network task failed: {e}");
     }

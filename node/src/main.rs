@@ -95,6 +95,12 @@ struct Cli {
     #[arg(long, env = "PALAVER_AUTHOR_RATE", default_value_t = palaver_node::DEFAULT_AUTHOR_RATE,
           value_parser = clap::value_parser!(u32).range(1..))]
     author_rate: u32,
+
+    /// Joins a private room at start with this invite code (as `/join CODE`
+    /// typed first): the code says how to reach a member, so no
+    /// `--bootstrap` is needed.
+    #[arg(long, env = "PALAVER_JOIN", value_name = "CODE")]
+    join: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,6 +275,7 @@ fn main() -> ExitCode {
         mdns: !cli.no_mdns,
         anti_entropy: std::time::Duration::from_secs(cli.anti_entropy_secs),
         author_rate: cli.author_rate,
+        join: cli.join,
         retention: palaver_node::store::Retention {
             room_messages: usize::try_from(cli.retain_messages).unwrap_or(usize::MAX),
             total_messages: usize::try_from(cli.store_max_messages).unwrap_or(usize::MAX),

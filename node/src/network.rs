@@ -8,6 +8,7 @@ mod catch_up;
 mod catch_up_codec;
 mod event_loop;
 mod reachability;
+mod redeem_codec;
 mod serving;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,8 +38,11 @@ impl Tickets for StoreTickets {
     /// The pull (peer, room) an answer belongs to.
     type Pull = (PeerId, RoomName);
     type Serve = (PeerId, ResponseChannel<Response>);
-    /// The reply, and the command it answers.
-    type Saved = (oneshot::Sender<Answer>, &'static str);
+    /// The reply, and the answer it gets once saved.
+    type Saved = (oneshot::Sender<Answer>, Answer);
+    type Seal = event_loop::SealFor;
+    /// The gossip message, the peer that forwarded it, the room, the frame.
+    type Lockbox = (gossipsub::MessageId, PeerId, RoomName, Vec<u8>);
 }
 
 /// The store thread as the network sees it.
@@ -68,6 +72,10 @@ pub struct NetworkConfig {
     pub rooms: Vec<RoomName>,
     /// How often each room is reconciled with a random present member.
     pub anti_entropy: Duration,
+    /// The private rooms' records, as the store keeps them.
+    pub private: Vec<Vec<u8>>,
+    /// The age recipient lockboxes are sealed to for this node.
+    pub recipient: String,
 }
 
 /// Why the network could not start.

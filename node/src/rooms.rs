@@ -369,6 +369,18 @@ impl Rooms {
     }
 
     /// Members present in `room`, this node included, by nick.
+    /// Takes `peer` off a room's members (removed from a private room):
+    /// the `left` event, reason `removed`, if it was present.
+    pub fn remove_member(&mut self, room: &RoomName, peer: &PeerId) -> Option<Event> {
+        let m = self.rooms.get_mut(room)?.members.remove(peer)?;
+        Some(Event::Left {
+            room: room.clone(),
+            peer: *peer,
+            nick: m.nick,
+            reason: LeaveReason::Removed,
+        })
+    }
+
     pub fn who(&self, room: &RoomName) -> Option<Vec<(PeerId, Nick)>> {
         let r = self.rooms.get(room)?;
         let mut members: Vec<(PeerId, Nick)> = r

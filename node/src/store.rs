@@ -62,6 +62,8 @@ const INDEX_PREFIX: u8 = b'r';
 const STATE_KEY: &[u8] = b"s/state";
 const INDEXED_KEY: &[u8] = b"s/index";
 const LOCKBOX_IDENTITY_KEY: &[u8] = b"s/lockbox-identity";
+/// A private room's record: `p` and the room's handle tag (as its messages').
+const PRIVATE_PREFIX: u8 = b'p';
 const TAG_BYTES: usize = 16;
 const MESSAGE_KEY_BYTES: usize = 1 + TAG_BYTES + 8 + TAG_BYTES;
 const NONCE_BYTES: usize = 24;
@@ -763,10 +765,49 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether `recipient` is an age X25519 recipient a lockbox can be sealed to.
+    pub fn is_recipient(recipient: &str) -> bool {
+        recipient.len() <= palaver_proto::private::rotation::MAX_RECIPIENT_CHARS
+            && recipient.parse::<age::x25519::Recipient>().is_ok()
+    }
+
     /// Opens a lockbox sealed to this node: `None` if it is not to this
     /// node, or not a genuine age file.
     pub fn open_lockbox(&self, lockbox: &[u8]) -> Option<Vec<u8>> {
         age::decrypt(&self.lockbox, lockbox).ok()
+    }
+
+    /// Keeps a private room's record (its keys, tokens and kept lockboxes),
+    /// or with `None` forgets it: a room left or removed from leaves no key
+    /// behind.
+    pub fn save_private(&self, handle: &RoomName, record: Option<&[u8]>) -> Result<(), StoreError> {
+        let mut key = vec![PRIVATE_PREFIX];
+        key.extend_from_slice(&self.room_tag(handle));
+        match record {
+            Some(record) => {
+                let value = self.encrypt_value(&key, record)?;
+                Ok(self.db.put(&key, value)?)
+            }
+            None => Ok(self.db.delete(&key)?),
+        }
+    }
+
+    /// Every private room's record, and how many fail their checks (left
+    /// out, and left on disk: they are never overwritten by accident).
+    pub fn private_records(&self) -> Result<(Vec<Vec<u8>>, usize), StoreError> {
+        let mut records = Vec::new();
+        let mut corrupt = 0;
+        for item in self.db.prefix_iterator([PRIVATE_PREFIX]) {
+            let (key, value) = item?;
+            if key.first() != Some(&PRIVATE_PREFIX) {
+                break;
+            }
+            match self.decrypt_value(&key, &value) {
+                Some(record) => records.push(record),
+                None => corrupt += 1,
+            }
+        }
+        Ok((records, corrupt))
     }
 
     /// Remembers the nick and rooms.

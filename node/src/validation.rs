@@ -4,6 +4,7 @@
 //! They run on the store thread, so they see nothing but their arguments.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use libp2p::PeerId;
 use palaver_proto::RoomName;
@@ -25,6 +26,10 @@ pub struct LiveCheck {
     pub local: PeerId,
     /// When it arrived, unix milliseconds.
     pub received_ms: u64,
+    /// In a private room, who may have written in it (its members, past
+    /// and present): anyone else's envelope was replayed from elsewhere by
+    /// a member, and is held against the peer that sent it.
+    pub authors: Option<Arc<HashSet<PeerId>>>,
 }
 
 /// The verdict on a live message.
@@ -120,6 +125,14 @@ pub fn live(check: &LiveCheck, opened: Result<Envelope, EnvelopeError>) -> Verdi
     if envelope.author() == check.local {
         return Verdict::Ignore;
     }
+    if check
+        .authors
+        .as_ref()
+        .is_some_and(|a| !a.contains(&envelope.author()))
+    {
+        tracing::debug!(%from, "envelope by a non-member in a private room");
+        return Verdict::Reject;
+    }
     // Live gossip is fresh: an old payload can only be a replay (history
     // comes by catch-up, not gossip). Clocks may differ by a few minutes.
     if check.received_ms.abs_diff(payload.ts) > MAX_CLOCK_SKEW_MS {
@@ -136,11 +149,13 @@ pub fn fetched_page(
     room: &RoomName,
     asked: &[MessageRef],
     envelopes: &[Vec<u8>],
+    authors: Option<&HashSet<PeerId>>,
 ) -> (Vec<Envelope>, usize) {
     let asked: HashSet<&MessageRef> = asked.iter().collect();
     let checked = parallel::map(envelopes, |bytes| {
         let envelope = Envelope::open(bytes).ok()?;
         let genuine = envelope.payload().room == *room
+            && authors.is_none_or(|a| a.contains(&envelope.author()))
             && is_chat(&envelope)
             && asked.contains(&message_ref(&envelope));
         genuine.then_some(envelope)
@@ -185,6 +200,7 @@ mod tests {
             room: room.parse().unwrap(),
             local,
             received_ms: NOW,
+            authors: None,
         }
     }
 
@@ -193,6 +209,30 @@ mod tests {
             &check(topic_room, local),
             Envelope::open(envelope.as_bytes()),
         )
+    }
+
+    #[test]
+    fn in_a_private_room_only_its_members_envelopes_are_taken() {
+        let member = Keypair::generate_ed25519();
+        let stranger = Keypair::generate_ed25519();
+        let room = "team~0a0b0c0d";
+        let mut check = check(room, PeerId::random());
+        check.authors = Some(Arc::new([member.public().to_peer_id()].into()));
+        let by = |k: &Keypair| live(&check, Ok(chat(k, room, NOW)));
+        assert!(matches!(by(&member), Verdict::Accept(_)));
+        assert_eq!(by(&stranger), Verdict::Reject);
+        let page: Vec<Vec<u8>> = [&member, &stranger]
+            .iter()
+            .map(|k| chat(k, room, NOW).as_bytes().to_vec())
+            .collect();
+        let asked: Vec<MessageRef> = [&member, &stranger]
+            .iter()
+            .map(|k| message_ref(&chat(k, room, NOW)))
+            .collect();
+        let authors: HashSet<PeerId> = [member.public().to_peer_id()].into();
+        let (genuine, rejected) =
+            fetched_page(&room.parse().unwrap(), &asked, &page, Some(&authors));
+        assert_eq!((genuine.len(), rejected), (1, 1));
     }
 
     #[test]
@@ -289,7 +329,7 @@ mod tests {
             other_room.as_bytes().to_vec(),
             altered,
         ];
-        let (genuine, rejected) = fetched_page(&room, &asked, &page);
+        let (genuine, rejected) = fetched_page(&room, &asked, &page, None);
         assert_eq!(genuine, vec![asked_for]);
         assert_eq!(rejected, 4);
     }

@@ -76,7 +76,11 @@ pub fn topic(room: &RoomName) -> String {
 /// The room whose topic this is; `None` for any other topic (another prefix,
 /// or what follows it is not a valid room name).
 pub fn room_of_topic(topic: &str) -> Option<RoomName> {
-    topic.strip_prefix(TOPIC_PREFIX)?.parse().ok()
+    topic
+        .strip_prefix(TOPIC_PREFIX)?
+        .parse::<RoomName>()
+        .ok()
+        .filter(|room| !room.is_private())
 }
 
 // ---- message ids ----
@@ -177,6 +181,8 @@ mod tests {
             "xpalaver/2/room/lobby",
             "/palaver/2/room/lobby",
             "palaver/2/room",
+            // A private room's handle is never a public topic.
+            "palaver/2/room/team~0a0b0c0d",
         ] {
             assert_eq!(room_of_topic(other), None, "{other:?}");
         }

@@ -58,6 +58,28 @@ pub enum ErrorCode {
     Busy,
     /// `/forget` of a room the node is in (leave it first).
     StillJoined,
+    /// Not an invite code (cut, altered, or not one at all).
+    BadInvite,
+    /// The inviter knows no such invite (or no such room).
+    InviteUnknown,
+    /// The invite code was used already (each admits one person).
+    InviteUsed,
+    /// The invite code expired.
+    InviteExpired,
+    /// The inviter revoked the invite code.
+    InviteRevoked,
+    /// The private room has as many members as it allows.
+    RoomFull,
+    /// No member the invite names could be reached, or none answered.
+    InviteUnreachable,
+    /// A private room's command (`/invite`, `/kick`) on a public room.
+    NotPrivate,
+    /// `/kick` by a member who is not an admin of the room.
+    NotAdmin,
+    /// `/kick` of a peer who is not a member of the room.
+    NotAMember,
+    /// `/join` of a private room's handle: private rooms are joined by invite.
+    NeedsInvite,
 }
 
 impl ErrorCode {
@@ -84,6 +106,17 @@ impl ErrorCode {
             Self::Storage => "storage",
             Self::Busy => "busy",
             Self::StillJoined => "still_joined",
+            Self::BadInvite => "bad_invite",
+            Self::InviteUnknown => "invite_unknown",
+            Self::InviteUsed => "invite_used",
+            Self::InviteExpired => "invite_expired",
+            Self::InviteRevoked => "invite_revoked",
+            Self::RoomFull => "room_full",
+            Self::InviteUnreachable => "invite_unreachable",
+            Self::NotPrivate => "not_private",
+            Self::NotAdmin => "not_admin",
+            Self::NotAMember => "not_a_member",
+            Self::NeedsInvite => "needs_invite",
         }
     }
 }

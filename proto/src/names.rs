@@ -25,9 +25,19 @@ pub enum NameError {
     BadChar(char),
     #[error("must not start or end with white space")]
     OuterSpace,
+    #[error("has a private room's tag that is not 8 lowercase hex digits")]
+    BadTag,
 }
 
-/// A room: 1-64 of `A-Z a-z 0-9 . _ -`.
+/// Longest name of a private room (its handle adds `~` and a tag).
+pub const PRIVATE_NAME_MAX_LEN: usize = ROOM_MAX_LEN - 1 - PRIVATE_TAG_CHARS;
+/// Hex digits of the tag that tells private rooms of one name apart.
+pub const PRIVATE_TAG_CHARS: usize = 8;
+
+/// A room: 1-64 of `A-Z a-z 0-9 . _ -` (a public room), or a private
+/// room's handle `NAME~TAG`: its name (at most [`PRIVATE_NAME_MAX_LEN`]) and
+/// eight lowercase hex digits of its room id. No public room's name holds a
+/// `~`, so a handle never names a public room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RoomName(String);
@@ -36,12 +46,49 @@ impl RoomName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The handle of the private room `name` whose room id begins with
+    /// `room_id`'s first four bytes.
+    pub fn private(name: &RoomName, room_id: &[u8]) -> Result<Self, NameError> {
+        let tag: String = room_id
+            .iter()
+            .take(PRIVATE_TAG_CHARS / 2)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{}~{tag}", name.base()).parse()
+    }
+
+    /// Whether this is a private room's handle.
+    pub fn is_private(&self) -> bool {
+        self.0.contains('~')
+    }
+
+    /// The name without a private room's tag.
+    pub fn base(&self) -> &str {
+        self.0.split_once('~').map_or(&self.0, |(name, _)| name)
+    }
 }
 
 impl FromStr for RoomName {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((name, tag)) = s.split_once('~') {
+            let name: RoomName = name.parse()?;
+            if name.0.len() > PRIVATE_NAME_MAX_LEN {
+                return Err(NameError::TooLong {
+                    len: name.0.len(),
+                    max: PRIVATE_NAME_MAX_LEN,
+                });
+            }
+            if let Some(c) = tag.chars().find(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
+                return Err(NameError::BadChar(c));
+            }
+            if tag.len() != PRIVATE_TAG_CHARS {
+                return Err(NameError::BadTag);
+            }
+            return Ok(Self(s.to_owned()));
+        }
         if s.is_empty() {
             return Err(NameError::Empty);
         }
@@ -203,6 +250,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_private_rooms_handle_is_its_name_and_a_tag_of_its_id() {
+        let name: RoomName = "team".parse().unwrap();
+        let handle = RoomName::private(&name, &[0xab, 0xcd, 0x01, 0x02, 0xff]).unwrap();
+        assert_eq!(handle.as_str(), "team~abcd0102");
+        assert!(handle.is_private() && !name.is_private());
+        assert_eq!(handle.base(), "team");
+        assert_eq!("team~abcd0102".parse::<RoomName>(), Ok(handle));
+        for bad in [
+            "team~",
+            "team~abc",
+            "team~ABCD0102",
+            "team~abcd01023",
+            "~abcd0102",
+            "a~b~abcd0102",
+        ] {
+            assert!(bad.parse::<RoomName>().is_err(), "{bad}");
+        }
+        assert!(
+            format!("{}~abcd0102", "x".repeat(56))
+                .parse::<RoomName>()
+                .is_err()
+        );
+        assert!(
+            format!("{}~abcd0102", "x".repeat(55))
+                .parse::<RoomName>()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -20,6 +20,20 @@ pub fn command(parsed: line::Command) -> Result<Command, Reply> {
     Ok(match parsed {
         line::Command::Nick(nick) => Command::Nick(nick),
         line::Command::Join(room) => Command::Join(room),
+        line::Command::JoinInvite(code) => Command::JoinInvite(invite(&code)?),
+        line::Command::Create(room) => Command::Create(room),
+        line::Command::Invite(room) => Command::Invite(room),
+        line::Command::Kick { room, peer } => Command::Kick {
+            room,
+            peer: peer.parse().map_err(|_| {
+                let quoted: String = peer.chars().take(MAX_QUOTED).collect();
+                Reply::error(
+                    ErrorCode::NotAMember,
+                    format!("{quoted:?} is not a peer id; /who ROOM lists the members' ids"),
+                )
+            })?,
+        },
+        line::Command::Revoke(code) => Command::Revoke(invite(&code)?),
         line::Command::Leave(room) => Command::Leave(room),
         line::Command::Send { room, text } => Command::Send { room, text },
         line::Command::Rooms => Command::Rooms,
@@ -39,11 +53,25 @@ pub fn command(parsed: line::Command) -> Result<Command, Reply> {
     })
 }
 
+/// An invite code, decoded; one that does not decode is refused here.
+fn invite(code: &str) -> Result<crate::api::Invite, Reply> {
+    crate::api::Invite::decode(code).map_err(|e| {
+        Reply::error(
+            ErrorCode::BadInvite,
+            format!("that is not a valid invite code ({e}); ask for a new one and paste it whole"),
+        )
+    })
+}
+
 pub fn answer(answer: Answer) -> Reply {
     match answer {
         Answer::Done(cmd) => Reply::ok(cmd),
         Answer::Sent { room, id, peers } => Reply::Sent { room, id, peers },
-        Answer::Rooms(rooms) => Reply::Rooms { rooms },
+        Answer::Rooms(rooms) => Reply::Rooms {
+            private: rooms.iter().filter(|r| r.is_private()).cloned().collect(),
+            rooms,
+        },
+        Answer::Invite { room, code } => Reply::Invite { room, code },
         Answer::Who { room, members } => Reply::Who {
             room,
             members: members
@@ -165,6 +193,7 @@ fn id(status: NodeStatus) -> Reply {
         }
         .to_owned(),
         relays: status.relays.into_iter().map(relay_info).collect(),
+        private: status.private,
     }
 }
 

@@ -12,6 +12,7 @@ use libp2p::{
 use palaver_proto::contract;
 
 use super::catch_up_codec::CatchUpCodec;
+use super::redeem_codec::RedeemCodec;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -26,12 +27,18 @@ pub struct Behaviour {
     pub autonat: autonat::Behaviour,
     /// Catch-up: `/palaver/history/1`.
     pub catch_up: request_response::Behaviour<CatchUpCodec>,
+    /// Redeeming invites to private rooms: `/palaver/invite/1`.
+    pub redeem: request_response::Behaviour<RedeemCodec>,
 }
 
 /// How long one catch-up request may take.
 const CATCH_UP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Catch-up streams open at once on one connection, both directions together.
 const CATCH_UP_STREAMS_PER_CONNECTION: usize = 4;
+
+/// How long redeeming an invite may take (dialing the member, through a
+/// relay perhaps, included).
+const REDEEM_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the behaviour could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +106,16 @@ impl Behaviour {
                 request_response::Config::default()
                     .with_request_timeout(CATCH_UP_REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(CATCH_UP_STREAMS_PER_CONNECTION),
+            ),
+            redeem: request_response::Behaviour::with_codec(
+                RedeemCodec,
+                [(
+                    StreamProtocol::new(palaver_proto::private::redeem::PROTOCOL),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(REDEEM_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(2),
             ),
         })
     }
@@ -186,7 +203,7 @@ pub fn topic(room: &palaver_proto::RoomName) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(contract::topic(room))
 }
 
-/// The room of a topic, if it is a room topic.
+/// The room of a topic, if it is a public room's topic.
 pub fn room_of(topic: &gossipsub::TopicHash) -> Option<palaver_proto::RoomName> {
     contract::room_of_topic(topic.as_str())
 }

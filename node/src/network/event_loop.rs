@@ -28,13 +28,17 @@ use super::reachability::Reachability;
 use super::serving::Serving;
 use super::{NetworkConfig, Store, StoreDone, unix_ms};
 use crate::api::{Answer, Command, Event};
+use crate::private::PrivateRooms;
 use crate::rooms::Rooms;
 
 mod apply;
 mod catch_up;
 mod commands;
 mod messages;
+mod private;
 mod swarm;
+
+pub use private::SealFor;
 
 /// How long the node keeps running after `/quit`, so its goodbyes go out.
 const QUIT_GRACE: Duration = Duration::from_millis(400);
@@ -73,6 +77,10 @@ struct Pending {
     save_retry: Option<Instant>,
     /// Events the console was too slow for.
     dropped_events: u64,
+    /// Invites this node is redeeming, by the request out.
+    redeems: HashMap<libp2p::request_response::OutboundRequestId, private::Redeeming>,
+    /// Lockboxes the store thread is trying to open.
+    opening: usize,
 }
 
 /// Owns the swarm and the cores; see the module docs.
@@ -86,6 +94,10 @@ pub struct EventLoop {
     store: Store,
     stored: mpsc::Receiver<StoreDone>,
     rooms: Rooms,
+    /// The private rooms' keys, rosters and invites.
+    private: PrivateRooms,
+    /// The age recipient other members seal this node's lockboxes to.
+    recipient: String,
     reach: Reachability,
     catch_ups: CatchUps,
     serving: Serving,
@@ -132,11 +144,22 @@ impl EventLoop {
     ) -> Self {
         let local = *swarm.local_peer_id();
         let now = Instant::now();
+        let mut private = PrivateRooms::new(local);
+        let mut rejoin: Vec<RoomName> = config
+            .rooms
+            .into_iter()
+            .filter(|r| !r.is_private())
+            .collect();
+        for record in &config.private {
+            match private.load(record) {
+                Ok(handle) => rejoin.push(handle),
+                Err(e) => tracing::warn!("a private room's record does not read, left out: {e}"),
+            }
+        }
         Self {
-            start: Start {
-                listeners,
-                rejoin: config.rooms,
-            },
+            start: Start { listeners, rejoin },
+            private,
+            recipient: config.recipient,
             reach: Reachability::new(local, &config.bootstrap, now),
             rooms: Rooms::new(local, config.nick, unix_ms()),
             store: config.store,
@@ -213,7 +236,12 @@ impl EventLoop {
     fn rejoin(&mut self, rooms: Vec<RoomName>) -> Vec<RoomName> {
         let mut joined = Vec::new();
         for room in rooms {
-            match self.join(room.clone()) {
+            let result = if room.is_private() {
+                self.join_private(&room)
+            } else {
+                self.join(room.clone())
+            };
+            match result {
                 Ok(()) => joined.push(room),
                 Err(e) => tracing::warn!(%room, "cannot join again: {e:?}"),
             }
@@ -246,6 +274,7 @@ impl EventLoop {
             self.rooms.poll_at(),
             self.timer.reach_at.filter(|_| running),
             self.catch_ups.poll_at().filter(|_| running),
+            self.private.poll_at().filter(|_| running),
             self.pending.save_retry,
             quitting,
         ];
@@ -277,6 +306,7 @@ impl EventLoop {
             self.reach.poll(now, |p| rooms.is_member_anywhere(p));
             self.apply_reach_actions();
             self.poll_catch_ups(now);
+            self.poll_private(now);
         }
     }
 

@@ -32,8 +32,8 @@ use bootstrap::Bootstrap;
 pub use connections::peer_of;
 use connections::{Connections, age};
 use members::Members;
+pub use relays::REGISTRATION_TTL;
 use relays::Relays;
-pub use relays::{REGISTRATION_TTL, namespace};
 
 /// How long a relayed connection may wait for its upgrade before the hole
 /// punch is reported failed.
@@ -311,8 +311,28 @@ impl Reachability {
         for relay in self.connected_relays() {
             self.actions.push(Action::Unregister {
                 relay,
-                namespace: namespace(room),
+                namespace: self.relays.ns(room),
             });
+        }
+        self.relays.set_private(room, None);
+    }
+
+    /// A private room registers under `ns` (derived from its current key)
+    /// from now on: the old registration goes, the new one is made now.
+    pub fn private_namespace(&mut self, room: &RoomName, ns: &str, now: Instant) {
+        let Ok(ns) = Namespace::new(ns.to_owned()) else {
+            return;
+        };
+        if self.relays.ns(room) == ns {
+            return;
+        }
+        let joined = self.rooms.contains(room);
+        if joined {
+            self.room_left(room);
+        }
+        self.relays.set_private(room, Some(ns));
+        if joined {
+            self.room_joined(room, now);
         }
     }
 
@@ -407,13 +427,13 @@ impl Reachability {
             for room in due.register {
                 self.actions.push(Action::Register {
                     relay,
-                    namespace: namespace(&room),
+                    namespace: self.relays.ns(&room),
                 });
             }
             for room in due.discover {
                 self.actions.push(Action::Discover {
                     relay,
-                    namespace: namespace(&room),
+                    namespace: self.relays.ns(&room),
                 });
             }
         }

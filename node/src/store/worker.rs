@@ -45,6 +45,10 @@ pub trait Tickets: 'static {
     type Serve: Send;
     /// Someone waiting to hear that the nick and rooms are saved.
     type Saved: Send;
+    /// What a lockbox is sealed for.
+    type Seal: Send;
+    /// A received lockbox (which message, from whom, in which room).
+    type Lockbox: Send;
 }
 
 /// Work for the store thread: writes, which are batched, and queries.
@@ -84,6 +88,8 @@ pub enum Query<T: Tickets> {
         asked: Vec<MessageRef>,
         envelopes: Vec<Vec<u8>>,
         not_after: u64,
+        /// A private room's authors (see [`LiveCheck::authors`]).
+        authors: Option<std::sync::Arc<std::collections::HashSet<libp2p::PeerId>>>,
         ticket: T::Pull,
     },
     /// A peer's catch-up request.
@@ -100,6 +106,23 @@ pub enum Query<T: Tickets> {
     /// Remember the nick and rooms.
     SaveState {
         state: SavedState,
+        ticket: Option<T::Saved>,
+    },
+    /// Seal a signed rotation to every member's recipient (a lockbox).
+    Seal {
+        recipients: Vec<String>,
+        plaintext: Vec<u8>,
+        ticket: T::Seal,
+    },
+    /// Try to open a lockbox (age ciphertext) with this node's identity.
+    OpenLockbox {
+        lockbox: Vec<u8>,
+        ticket: T::Lockbox,
+    },
+    /// Keep (or with `None` forget) a private room's record.
+    SavePrivate {
+        handle: RoomName,
+        record: Option<Vec<u8>>,
         ticket: Option<T::Saved>,
     },
 }
@@ -155,6 +178,20 @@ pub enum Done<T: Tickets> {
         ticket: T::Reply,
         result: Result<usize, StoreError>,
     },
+    /// A lockbox was sealed (age ciphertext).
+    Sealed {
+        ticket: T::Seal,
+        result: Result<Vec<u8>, StoreError>,
+    },
+    /// A lockbox was opened (`None`: not sealed to this node).
+    LockboxOpened {
+        ticket: T::Lockbox,
+        plaintext: Option<Vec<u8>>,
+    },
+    PrivateSaved {
+        ticket: Option<T::Saved>,
+        result: Result<(), StoreError>,
+    },
 }
 
 impl<T: Tickets> std::fmt::Debug for Query<T> {
@@ -166,6 +203,9 @@ impl<T: Tickets> std::fmt::Debug for Query<T> {
             Self::Latest { .. } => "Query::Latest",
             Self::SaveState { .. } => "Query::SaveState",
             Self::Forget { .. } => "Query::Forget",
+            Self::Seal { .. } => "Query::Seal",
+            Self::OpenLockbox { .. } => "Query::OpenLockbox",
+            Self::SavePrivate { .. } => "Query::SavePrivate",
         })
     }
 }
@@ -182,6 +222,9 @@ impl<T: Tickets> std::fmt::Debug for Done<T> {
             Self::Latest { .. } => "Done::Latest",
             Self::StateSaved { .. } => "Done::StateSaved",
             Self::Forgotten { .. } => "Done::Forgotten",
+            Self::Sealed { .. } => "Done::Sealed",
+            Self::LockboxOpened { .. } => "Done::LockboxOpened",
+            Self::PrivateSaved { .. } => "Done::PrivateSaved",
         })
     }
 }
@@ -430,9 +473,11 @@ fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
             asked,
             envelopes,
             not_after,
+            authors,
             ticket,
         } => {
-            let (genuine, rejected) = validation::fetched_page(&room, &asked, &envelopes);
+            let (genuine, rejected) =
+                validation::fetched_page(&room, &asked, &envelopes, authors.as_deref());
             let served: Vec<MessageRef> = genuine.iter().map(super::message_ref).collect();
             // Dated too far ahead: not the server's fault (its author signed
             // it), but not kept either, so that no one can bury history
@@ -483,6 +528,26 @@ fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
         Query::SaveState { state, ticket } => Done::StateSaved {
             ticket,
             result: store.save_state(&state),
+        },
+        Query::Seal {
+            recipients,
+            plaintext,
+            ticket,
+        } => Done::Sealed {
+            ticket,
+            result: Store::seal_lockbox(&recipients, &plaintext),
+        },
+        Query::OpenLockbox { lockbox, ticket } => Done::LockboxOpened {
+            ticket,
+            plaintext: store.open_lockbox(&lockbox),
+        },
+        Query::SavePrivate {
+            handle,
+            record,
+            ticket,
+        } => Done::PrivateSaved {
+            ticket,
+            result: store.save_private(&handle, record.as_deref()),
         },
     }
 }

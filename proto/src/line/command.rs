@@ -20,6 +20,17 @@ pub enum Command {
     Nick(Nick),
     /// `/join ROOM`
     Join(RoomName),
+    /// `/join CODE`: a private room's invite code (`palaver-invite1-…`,
+    /// checked by the node).
+    JoinInvite(String),
+    /// `/create ROOM`: a new private room named ROOM.
+    Create(RoomName),
+    /// `/invite ROOM`: a fresh invite code to a private room.
+    Invite(RoomName),
+    /// `/kick ROOM PEER_ID`: remove a member from a private room.
+    Kick { room: RoomName, peer: String },
+    /// `/revoke CODE`: an invite code of this node's no longer admits anyone.
+    Revoke(String),
     /// `/leave [ROOM]`
     Leave(Option<RoomName>),
     /// `/send ROOM TEXT`, or a bare `TEXT` line (room `None`: the current room).
@@ -47,7 +58,11 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Nick(_) => "nick",
-            Self::Join(_) => "join",
+            Self::Join(_) | Self::JoinInvite(_) => "join",
+            Self::Create(_) => "create",
+            Self::Invite(_) => "invite",
+            Self::Kick { .. } => "kick",
+            Self::Revoke(_) => "revoke",
             Self::Leave(_) => "leave",
             Self::Send { .. } => "send",
             Self::Rooms => "rooms",
@@ -122,7 +137,28 @@ impl FromStr for Command {
         };
         let command = match name {
             "nick" => Command::Nick(args.all("NAME", nick)?),
-            "join" => Command::Join(args.one("ROOM", room)?),
+            "join" => {
+                let word = args.one("ROOM or an invite code", |s| Ok(s.to_owned()))?;
+                if word.starts_with(crate::private::INVITE_PREFIX) {
+                    Command::JoinInvite(word)
+                } else {
+                    Command::Join(room(&word)?)
+                }
+            }
+            "create" => Command::Create(args.one("ROOM", private_name)?),
+            "invite" => Command::Invite(args.one("ROOM", room)?),
+            "kick" => {
+                let (room_arg, peer_arg) = args.split("ROOM")?;
+                let peer = peer_arg.ok_or_else(|| args.missing("PEER_ID"))?;
+                if peer.split_whitespace().nth(1).is_some() {
+                    return Err(args.unexpected());
+                }
+                Command::Kick {
+                    room: room(room_arg)?,
+                    peer: peer.to_owned(),
+                }
+            }
+            "revoke" => Command::Revoke(args.one("CODE", |s| Ok(s.to_owned()))?),
             "leave" => Command::Leave(args.optional(room)?),
             "send" => {
                 let (room_arg, text_arg) = args.split("ROOM")?;
@@ -154,7 +190,7 @@ impl FromStr for Command {
                 return Err(LineError::new(
                     ErrorCode::UnknownCommand,
                     format!(
-                        "unknown command /{}; commands: /nick /join /leave /send /rooms /who /peers /history /forget /dial /id /quit (start a message with // to send a leading /)",
+                        "unknown command /{}; commands: /nick /join /create /invite /kick /revoke /leave /send /rooms /who /peers /history /forget /dial /id /quit (start a message with // to send a leading /)",
                         truncate(other, 32)
                     ),
                 ));
@@ -254,6 +290,21 @@ fn room(s: &str) -> Result<RoomName, LineError> {
     })
 }
 
+/// A new private room's name: a public room's alphabet, short enough for its tag.
+fn private_name(s: &str) -> Result<RoomName, LineError> {
+    let name = room(s)?;
+    if name.is_private() || name.as_str().len() > crate::names::PRIVATE_NAME_MAX_LEN {
+        return Err(LineError::new(
+            ErrorCode::BadRoom,
+            format!(
+                "a private room's name is 1-{} of A-Z a-z 0-9 . _ - (its tag is added)",
+                crate::names::PRIVATE_NAME_MAX_LEN
+            ),
+        ));
+    }
+    Ok(name)
+}
+
 fn nick(s: &str) -> Result<Nick, LineError> {
     s.parse().map_err(|e: NameError| {
         LineError::new(
@@ -310,6 +361,11 @@ impl fmt::Display for Command {
         match self {
             Self::Nick(n) => write!(f, "/nick {n}"),
             Self::Join(r) => write!(f, "/join {r}"),
+            Self::JoinInvite(code) => write!(f, "/join {code}"),
+            Self::Create(r) => write!(f, "/create {r}"),
+            Self::Invite(r) => write!(f, "/invite {r}"),
+            Self::Kick { room, peer } => write!(f, "/kick {room} {peer}"),
+            Self::Revoke(code) => write!(f, "/revoke {code}"),
             Self::Leave(None) => write!(f, "/leave"),
             Self::Leave(Some(r)) => write!(f, "/leave {r}"),
             Self::Send {
@@ -382,6 +438,45 @@ mod tests {
             "/dial /ip4/127.0.0.1/tcp/1".parse::<Command>().unwrap(),
             Command::Dial("/ip4/127.0.0.1/tcp/1".into())
         );
+    }
+
+    #[test]
+    fn private_room_commands_parse_and_print_back() {
+        let code = "palaver-invite1-AQID";
+        let lines = [
+            (
+                "/join palaver-invite1-AQID",
+                Command::JoinInvite(code.into()),
+            ),
+            ("/create team", Command::Create("team".parse().unwrap())),
+            (
+                "/invite team~0a1b2c3d",
+                Command::Invite("team~0a1b2c3d".parse().unwrap()),
+            ),
+            (
+                "/kick team~0a1b2c3d 12D3KooW",
+                Command::Kick {
+                    room: "team~0a1b2c3d".parse().unwrap(),
+                    peer: "12D3KooW".into(),
+                },
+            ),
+            ("/revoke palaver-invite1-AQID", Command::Revoke(code.into())),
+        ];
+        for (line, command) in lines {
+            assert_eq!(line.parse::<Command>(), Ok(command.clone()), "{line}");
+            assert_eq!(command.to_string(), line);
+        }
+        assert_eq!(code("/create team~0a1b2c3d"), ErrorCode::BadRoom);
+        assert_eq!(
+            code(&format!("/create {}", "x".repeat(56))),
+            ErrorCode::BadRoom
+        );
+        assert_eq!(code("/kick team~0a1b2c3d"), ErrorCode::MissingArgument);
+        assert_eq!(
+            code("/kick team~0a1b2c3d a b"),
+            ErrorCode::UnexpectedArgument
+        );
+        assert_eq!(code("/join team~0a1b2c3"), ErrorCode::BadRoom);
     }
 
     #[test]

@@ -40,10 +40,22 @@ pub fn reply(r: &Reply) -> String {
     match r {
         Reply::Ok { cmd } => format!("ok: {cmd}"),
         Reply::Sent { room, peers, .. } => format!("sent to {room} ({peers} peers)"),
-        Reply::Rooms { rooms } if rooms.is_empty() => "no rooms joined: /join ROOM".to_owned(),
-        Reply::Rooms { rooms } => {
-            let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+        Reply::Rooms { rooms, .. } if rooms.is_empty() => "no rooms joined: /join ROOM".to_owned(),
+        Reply::Rooms { rooms, private } => {
+            let names: Vec<String> = rooms
+                .iter()
+                .map(|r| {
+                    if private.contains(r) {
+                        format!("{r} (private)")
+                    } else {
+                        r.to_string()
+                    }
+                })
+                .collect();
             format!("rooms: {}", names.join(", "))
+        }
+        Reply::Invite { room, code } => {
+            format!("invite to private room {room} (one person, one use):\n  {code}")
         }
         Reply::Who { room, members } => {
             let mut out = format!("{} in {room}:", members.len());
@@ -82,6 +94,7 @@ pub fn reply(r: &Reply) -> String {
             external,
             nat,
             relays,
+            private,
         } => {
             let mut out = format!("you are {nick}, peer id {peer_id} (NAT status: {nat})");
             for a in listen {
@@ -92,6 +105,9 @@ pub fn reply(r: &Reply) -> String {
             }
             for r in relays {
                 let _ = write!(out, "\n  relay {} ({} reservation)", r.addr, r.reservation);
+            }
+            for r in private {
+                let _ = write!(out, "\n  in private room {r}");
             }
             out
         }
@@ -136,6 +152,7 @@ pub fn event(e: &Event) -> String {
                 LeaveReason::Left => "left",
                 LeaveReason::Quit => "quit",
                 LeaveReason::Timeout => "timed out of",
+                LeaveReason::Removed => "was removed from",
             };
             format!("* {nick} ({}) {how} {room}", short(peer_id))
         }

@@ -65,6 +65,9 @@ pub enum LeaveReason {
     Quit,
     /// Nothing was heard from them for too long.
     Timeout,
+    /// An admin removed them from a private room (for this node's own
+    /// peer id: this node was removed, and the room is gone for it).
+    Removed,
 }
 
 /// The one response to one command line.
@@ -81,6 +84,14 @@ pub enum Reply {
     },
     Rooms {
         rooms: Vec<RoomName>,
+        /// Those of `rooms` that are private (each named by its handle).
+        #[serde(default)]
+        private: Vec<RoomName>,
+    },
+    /// An invite code to a private room (`/create`, `/invite`).
+    Invite {
+        room: RoomName,
+        code: String,
     },
     Who {
         room: RoomName,
@@ -105,6 +116,9 @@ pub enum Reply {
         /// What AutoNAT found: `unknown`, `public` or `private`.
         nat: String,
         relays: Vec<RelayInfo>,
+        /// The private rooms this node is in.
+        #[serde(default)]
+        private: Vec<RoomName>,
     },
     Error {
         code: ErrorCode,

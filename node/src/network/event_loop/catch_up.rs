@@ -164,6 +164,7 @@ impl EventLoop {
                     asked,
                     envelopes,
                     not_after: unix_ms().saturating_add(MAX_CLOCK_SKEW_MS),
+                    authors: self.history_authors(&key.1),
                     ticket: key,
                 };
                 if let Err(Query::Fetched { ticket, .. }) = self.store.query(query) {
@@ -244,7 +245,10 @@ impl EventLoop {
         channel: ResponseChannel<Response>,
     ) {
         let room = request.room();
-        let joined = self.rooms.is_joined(room);
+        // A private room is served to its members only; to anyone else it
+        // is answered as a room this node is not in.
+        let joined = self.rooms.is_joined(room)
+            && (!room.is_private() || self.private.is_member(room, &peer));
         let member = self.rooms.is_member(room, &peer);
         let cost = serving::cost(&request);
         if let Err(why) = self

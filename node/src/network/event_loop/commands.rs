@@ -50,20 +50,38 @@ impl EventLoop {
             ),
             Command::Forget(room) => return self.forget(room, reply),
             Command::Dial(addr) => return self.dial(addr, reply),
+            Command::Join(room) if room.is_private() => {
+                if self.private.contains(&room) {
+                    let _ = self.rooms.join(room, Instant::now());
+                    Answer::Done("join")
+                } else {
+                    Answer::refused(
+                        ErrorCode::NeedsInvite,
+                        format!(
+                            "{room} is a private room; join it with an invite code (/join palaver-invite1-…) from one of its members"
+                        ),
+                    )
+                }
+            }
             Command::Join(room) => match self.join(room) {
-                Ok(()) => return self.save_state(Some((reply, "join"))),
+                Ok(()) => return self.save_state(Some((reply, Answer::Done("join")))),
                 Err(refused) => refused,
             },
+            Command::JoinInvite(invite) => return self.join_invite(invite, reply),
+            Command::Create(name) => return self.create_private(name, reply),
+            Command::Invite(room) => return self.invite_private(room, reply),
+            Command::Kick { room, peer } => return self.kick(room, peer, reply),
+            Command::Revoke(invite) => return self.revoke_invite(&invite, reply),
             Command::Leave(room) => match self.joined_or_current(room) {
                 Ok(room) => {
                     self.leave(&room);
-                    return self.save_state(Some((reply, "leave")));
+                    return self.save_state(Some((reply, Answer::Done("leave"))));
                 }
                 Err(refused) => refused,
             },
             Command::Nick(nick) => {
                 self.set_nick(nick);
-                return self.save_state(Some((reply, "nick")));
+                return self.save_state(Some((reply, Answer::Done("nick"))));
             }
             Command::Rooms => Answer::Rooms(self.rooms.joined().cloned().collect()),
             Command::Who(room) => match self.joined_or_current(room) {
@@ -94,6 +112,7 @@ impl EventLoop {
                 .collect(),
             nat: self.reach.nat(),
             relays: self.reach.relays(),
+            private: self.private.handles().cloned().collect(),
         }
     }
 
@@ -147,6 +166,10 @@ impl EventLoop {
 
     fn leave(&mut self, room: &RoomName) {
         let _ = self.publish(room, Body::Leave);
+        if room.is_private() {
+            // For good: its keys go; an admin re-keys without this node.
+            return self.drop_private(room);
+        }
         self.swarm
             .behaviour_mut()
             .gossipsub
@@ -209,7 +232,7 @@ impl EventLoop {
     /// (the command that changed them) once they are stored. If the store
     /// is busy the answer goes now and the save is tried again shortly (and
     /// at shutdown).
-    pub(super) fn save_state(&mut self, then: Option<(Responder, &'static str)>) {
+    pub(super) fn save_state(&mut self, then: Option<(Responder, Answer)>) {
         let state = SavedState {
             nick: Some(self.rooms.nick().clone()),
             rooms: self.rooms.joined().cloned().collect(),
@@ -227,8 +250,8 @@ impl EventLoop {
             Err(Query::SaveState { ticket, .. }) => {
                 tracing::warn!("the history store is busy; the rooms and nick will be saved later");
                 self.pending.save_retry = Some(Instant::now() + SAVE_RETRY);
-                if let Some((reply, command)) = ticket {
-                    let _ = reply.send(Answer::Done(command));
+                if let Some((reply, answer)) = ticket {
+                    let _ = reply.send(answer);
                 }
             }
             Err(_) => {}
@@ -237,16 +260,16 @@ impl EventLoop {
 
     pub(super) fn on_state_saved(
         &mut self,
-        then: Option<(Responder, &'static str)>,
+        then: Option<(Responder, Answer)>,
         result: Result<(), StoreError>,
     ) {
         if let Err(e) = &result {
             tracing::warn!("cannot remember the rooms and nick: {e}");
         }
         // The command took effect either way; only remembering it failed.
-        if let Some((reply, command)) = then {
+        if let Some((reply, answer)) = then {
             self.pending.store_replies = self.pending.store_replies.saturating_sub(1);
-            let _ = reply.send(Answer::Done(command));
+            let _ = reply.send(answer);
         }
     }
 

@@ -58,6 +58,9 @@ impl EventLoop {
                 ticket,
                 result,
             } => self.on_forgotten(room, ticket, result),
+            Done::Sealed { ticket, result } => self.on_sealed(ticket, result),
+            Done::LockboxOpened { ticket, plaintext } => self.on_lockbox_opened(ticket, plaintext),
+            Done::PrivateSaved { ticket, result } => self.on_private_saved(ticket, result),
         }
     }
 
@@ -74,23 +77,39 @@ impl EventLoop {
         use gossipsub::MessageAcceptance::{Ignore, Reject};
         // Gossip is anonymous (see behaviour.rs): the envelope names the
         // author, and `from` answers for whatever it forwards.
+        if let Some(room) = self.private.room_of_topic(message.topic.as_str()).cloned() {
+            return self.on_private_gossip(from, id, room, message.data);
+        }
         let Some(room) = room_of(&message.topic) else {
             return self.judge(&id, &from, Reject);
         };
         if !self.rooms.is_joined(&room) {
             return self.judge(&id, &from, Ignore);
         }
+        self.verify_live(from, id, room, message.data);
+    }
+
+    /// An envelope received live in `room` (opened from its frame in a
+    /// private room): to the store thread, to be judged and stored.
+    pub(super) fn verify_live(
+        &mut self,
+        from: PeerId,
+        id: gossipsub::MessageId,
+        room: RoomName,
+        data: Vec<u8>,
+    ) {
         if self.pending.verifying >= MAX_VERIFYING {
             tracing::debug!("too many messages waiting for verification; ignoring one");
             return self.shed(id, from, &room);
         }
         let check = LiveCheck {
             from,
+            authors: self.live_authors(&room),
             room,
             local: self.local(),
             received_ms: unix_ms(),
         };
-        match self.store.live(message.data, check, (id, from)) {
+        match self.store.live(data, check, (id, from)) {
             Ok(()) => self.pending.verifying += 1,
             Err((check, (id, from))) => {
                 tracing::debug!("the history store is busy; a live message is dropped");
@@ -136,7 +155,7 @@ impl EventLoop {
         }
     }
 
-    fn judge(
+    pub(super) fn judge(
         &mut self,
         id: &gossipsub::MessageId,
         from: &PeerId,
@@ -182,6 +201,17 @@ impl EventLoop {
                 // Who is a member shapes reachability's deadlines (redials,
                 // fresh circuits).
                 self.reach_changed();
+            }
+            if let Event::Left {
+                room,
+                peer,
+                reason: palaver_proto::line::LeaveReason::Left,
+                ..
+            } = &event
+                && room.is_private()
+            {
+                let (room, peer) = (room.clone(), *peer);
+                self.on_private_leave(&room, peer);
             }
             self.emit(event);
         }
@@ -273,8 +303,11 @@ impl EventLoop {
 
     /// Gossips a signed envelope in `room`; returns how many connected peers are in it.
     fn gossip(&mut self, room: &RoomName, envelope: &Envelope) -> Result<usize, String> {
-        let data = envelope.as_bytes().to_vec();
-        let topic = topic(room);
+        let (topic, data) = if room.is_private() {
+            self.private_frame(room, envelope.as_bytes())?
+        } else {
+            (topic(room), envelope.as_bytes().to_vec())
+        };
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         let peers = gossipsub
             .all_peers()

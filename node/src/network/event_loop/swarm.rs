@@ -31,6 +31,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(e)) => self.on_rendezvous(e, now),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
             SwarmEvent::Behaviour(BehaviourEvent::CatchUp(e)) => self.on_catch_up(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Redeem(e)) => self.on_redeem_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -140,6 +141,8 @@ impl EventLoop {
                 tracing::debug!(%peer_id, %topic, "peer subscribed");
                 if let Some(room) = room_of(&topic) {
                     self.rooms.on_peer_subscribed(&room, Instant::now());
+                } else {
+                    self.on_private_subscribed(topic.as_str());
                 }
             }
             gossipsub::Event::SlowPeer {

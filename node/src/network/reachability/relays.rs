@@ -67,9 +67,28 @@ pub struct Due {
 #[derive(Debug, Default)]
 pub struct Relays {
     relays: HashMap<PeerId, Relay>,
+    /// A private room's namespace, derived from its current key (see
+    /// `palaver_proto::private::EpochKey::rendezvous_namespace`).
+    private: HashMap<RoomName, Namespace>,
 }
 
 impl Relays {
+    /// The namespace a room registers under.
+    pub fn ns(&self, room: &RoomName) -> Namespace {
+        self.private
+            .get(room)
+            .cloned()
+            .unwrap_or_else(|| namespace(room))
+    }
+
+    /// A private room's namespace from now on (`None`: forget it).
+    pub fn set_private(&mut self, room: &RoomName, ns: Option<Namespace>) {
+        match ns {
+            Some(ns) => self.private.insert(room.clone(), ns),
+            None => self.private.remove(room),
+        };
+    }
+
     /// Starts using (or, after a reconnection, refreshes) a relay: everything
     /// is due at once.
     pub fn identified(
@@ -126,8 +145,13 @@ impl Relays {
         let Some(relay) = self.relays.get_mut(relay) else {
             return;
         };
+        let private = &self.private;
         for (room, at) in relay.register_at.iter_mut() {
-            if namespace(room) == *ns {
+            let room_ns = private
+                .get(room)
+                .cloned()
+                .unwrap_or_else(|| namespace(room));
+            if room_ns == *ns {
                 relay.discover_at = now;
                 *at = now + Duration::from_secs(ttl.clamp(2, REGISTRATION_TTL) / 2);
             }

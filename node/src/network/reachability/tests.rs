@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
+use super::relays::namespace;
 use super::*;
 
 const MEMBER: fn(&PeerId) -> bool = |_| true;
