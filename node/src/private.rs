@@ -213,15 +213,6 @@ impl PrivateRooms {
         gone
     }
 
-    /// The topics a room is listened on.
-    pub fn listened(&self, handle: &RoomName) -> Vec<String> {
-        self.topics
-            .iter()
-            .filter(|(_, (h, _))| h == handle)
-            .map(|(t, _)| t.clone())
-            .collect()
-    }
-
     /// The room a topic listened on belongs to.
     pub fn room_of_topic(&self, topic: &str) -> Option<&RoomName> {
         self.topics.get(topic).map(|(h, _)| h)

@@ -23,5 +23,6 @@ mod process {
     mod lan_discovery;
     mod lifecycle;
     mod malformed_input;
+    mod private_rooms;
     mod rendezvous_discovery;
 }

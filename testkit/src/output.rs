@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// The `event` names of the lines that answer a command (one per command).
 pub const REPLIES: &[&str] = &[
-    "ok", "sent", "rooms", "who", "peers", "history", "id", "error",
+    "ok", "sent", "rooms", "invite", "who", "peers", "history", "id", "error",
 ];
 
 /// Whether a line answers a command (rather than reporting an event).

@@ -442,11 +442,11 @@ mod tests {
 
     #[test]
     fn private_room_commands_parse_and_print_back() {
-        let code = "palaver-invite1-AQID";
+        let invite = "palaver-invite1-AQID";
         let lines = [
             (
                 "/join palaver-invite1-AQID",
-                Command::JoinInvite(code.into()),
+                Command::JoinInvite(invite.into()),
             ),
             ("/create team", Command::Create("team".parse().unwrap())),
             (
@@ -460,7 +460,10 @@ mod tests {
                     peer: "12D3KooW".into(),
                 },
             ),
-            ("/revoke palaver-invite1-AQID", Command::Revoke(code.into())),
+            (
+                "/revoke palaver-invite1-AQID",
+                Command::Revoke(invite.into()),
+            ),
         ];
         for (line, command) in lines {
             assert_eq!(line.parse::<Command>(), Ok(command.clone()), "{line}");

@@ -228,7 +228,7 @@ impl EventLoop {
             .removal_notice(&room, &statement, peer, decoy)
             .and_then(|s| Rotation::sign(&self.keypair, s).ok());
         if let (Some(notice), Some(recipient)) = (notice, recipient) {
-            let topics = self.private_topics(&room);
+            let topics = self.sending_topic(&room);
             self.seal(
                 vec![recipient],
                 notice.bytes().to_vec(),
@@ -268,16 +268,12 @@ impl EventLoop {
             Ok(r) => r,
             Err(e) => return failed(then, format!("cannot sign the new key: {e}")),
         };
-        let before = self.private_topics(room);
+        let topics = self.sending_topic(room);
         if let Err(e) = self.private.take(room, rotation.clone()) {
             return failed(then, format!("cannot take the new key: {e}"));
         }
         self.private_keys_changed(room);
         self.save_private(room, None);
-        let mut topics = before;
-        topics.extend(self.private_topics(room));
-        topics.sort();
-        topics.dedup();
         if recipients.is_empty() {
             // Alone in the room: nobody to tell.
             if let Then::Reply(reply, answer) = then {
@@ -295,18 +291,16 @@ impl EventLoop {
         }
     }
 
-    /// The topics a room is listened on.
-    fn private_topics(&self, room: &RoomName) -> Vec<String> {
-        let mut topics: Vec<String> = self
-            .private
+    /// Where a lockbox goes: the topic of the epoch the room sends under
+    /// now, where every member up to date listens. One topic only, as
+    /// gossipsub knows a message by its bytes: the same lockbox on a
+    /// second topic would not go out there.
+    fn sending_topic(&self, room: &RoomName) -> Vec<String> {
+        self.private
             .current(room)
             .map(|e| e.key.topic())
             .into_iter()
-            .collect();
-        topics.extend(self.private.listened(room));
-        topics.sort();
-        topics.dedup();
-        topics
+            .collect()
     }
 
     fn seal(
@@ -369,7 +363,8 @@ impl EventLoop {
             Err(e) => return self.seal_failed(ticket.then, &e),
         };
         for topic in &ticket.topics {
-            self.publish_frame(topic, frame.clone());
+            let peers = self.publish_frame(topic, frame.clone());
+            tracing::debug!(room = %ticket.room, %topic, peers, "a lockbox went out");
         }
         if ticket.keep {
             self.private.keep_lockbox(&ticket.room, frame);
@@ -725,7 +720,7 @@ impl EventLoop {
             .filter(|m| m.peer != self.local())
             .map(|m| m.recipient.clone())
             .collect();
-        let before = self.private_topics(room);
+        let topics = self.sending_topic(room);
         if self.private.take(room, rotation).is_err() {
             let _ = self
                 .swarm
@@ -736,10 +731,6 @@ impl EventLoop {
         }
         self.private_keys_changed(room);
         self.save_private(room, None);
-        let mut topics = before;
-        topics.extend(self.private_topics(room));
-        topics.sort();
-        topics.dedup();
         self.seal(
             recipients,
             bytes.clone(),
@@ -838,6 +829,7 @@ impl EventLoop {
                 }
             }
             Ok(Published::Lockbox(sealed)) => {
+                tracing::debug!(%room, %from, bytes = sealed.len(), "a lockbox arrived");
                 if self.pending.opening >= MAX_OPENING {
                     return self.judge(&id, &from, Ignore);
                 }
@@ -865,6 +857,7 @@ impl EventLoop {
     ) {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         self.pending.opening = self.pending.opening.saturating_sub(1);
+        tracing::debug!(%room, opened = plaintext.is_some(), "a lockbox was tried");
         let Some(plaintext) = plaintext else {
             // Not sealed to this node (a note to a removed member, or
             // sealed before this node joined): not ours to judge.
