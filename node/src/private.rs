@@ -476,14 +476,15 @@ impl PrivateRooms {
     pub fn due_rekeys(
         &mut self,
         now: Instant,
-        mut draw: impl FnMut() -> EpochKey,
+        mut draw: impl FnMut() -> Option<EpochKey>,
     ) -> Vec<(RoomName, Statement)> {
         let mut due = Vec::new();
         for (handle, room) in &mut self.rooms {
             if room.rekey_at.is_some_and(|at| at <= now) {
                 room.rekey_at = None;
                 if room.keyring.needs_rekey()
-                    && let Some(s) = room.keyring.rekey(draw())
+                    && let Some(key) = draw()
+                    && let Some(s) = room.keyring.rekey(key)
                 {
                     due.push((handle.clone(), s));
                 }

@@ -949,13 +949,10 @@ impl EventLoop {
 
     /// Re-keys that fell due.
     pub(super) fn poll_private(&mut self, now: Instant) {
-        let due = self.private.due_rekeys(now, || {
-            EpochKey::from_bytes(random::<32>().unwrap_or_else(|_| [0; 32]))
-        });
+        let due = self
+            .private
+            .due_rekeys(now, || random::<32>().ok().map(EpochKey::from_bytes));
         for (room, statement) in due {
-            if statement.key.as_bytes() == &[0; 32] {
-                continue;
-            }
             tracing::info!(%room, "re-keying a private room");
             self.rotate(&room, statement, Then::Nothing);
         }
