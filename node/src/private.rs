@@ -35,6 +35,10 @@ pub const KEPT_LOCKBOXES: usize = 4;
 /// How long a member of rank k waits before it re-keys in place of those
 /// ranked before it (k steps).
 pub const REKEY_STEP: Duration = Duration::from_secs(3);
+/// How often a member sends the room's current key again to members it
+/// hears on an older epoch (they missed a rotation: offline, or its
+/// lockbox was never published because its author was killed).
+pub const NUDGE_INTERVAL: Duration = Duration::from_secs(10);
 /// Version of a room's stored record.
 const RECORD_VERSION: u8 = 1;
 
@@ -67,6 +71,21 @@ struct Room {
     lockboxes: VecDeque<Vec<u8>>,
     /// When this member re-keys the room if no one ranked before it has.
     rekey_at: Option<Instant>,
+    /// Notes to removed members, to send again if they still speak.
+    notices: VecDeque<Vec<u8>>,
+    /// When the current key was last sent again.
+    nudged_at: Option<Instant>,
+}
+
+/// The current key sent again to members heard on an older epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nudge {
+    /// The signed rotation of the current epoch.
+    pub rotation: Vec<u8>,
+    /// Its members but this node.
+    pub recipients: Vec<String>,
+    /// Notes to removed members.
+    pub notices: Vec<Vec<u8>>,
 }
 
 /// Why a private room's command cannot be done.
@@ -156,6 +175,8 @@ impl PrivateRooms {
                 invites: Vec::new(),
                 lockboxes: VecDeque::new(),
                 rekey_at: None,
+                notices: VecDeque::new(),
+                nudged_at: None,
             },
         );
         Ok(handle)
@@ -216,6 +237,11 @@ impl PrivateRooms {
     /// The room a topic listened on belongs to.
     pub fn room_of_topic(&self, topic: &str) -> Option<&RoomName> {
         self.topics.get(topic).map(|(h, _)| h)
+    }
+
+    /// The topic of one of a room's epochs.
+    pub fn epoch_topic(&self, handle: &RoomName, epoch: &EpochId) -> Option<String> {
+        self.key(handle, epoch).map(EpochKey::topic)
     }
 
     /// The key of one of a room's epochs.
@@ -511,6 +537,50 @@ impl PrivateRooms {
             }
             room.lockboxes.push_back(frame);
         }
+    }
+
+    /// Keeps a note to a removed member, to send again if it still speaks.
+    pub fn keep_notice(&mut self, handle: &RoomName, frame: Vec<u8>) {
+        if let Some(room) = self.rooms.get_mut(handle) {
+            if room.notices.len() >= KEPT_LOCKBOXES {
+                room.notices.pop_front();
+            }
+            room.notices.push_back(frame);
+        }
+    }
+
+    /// A frame under `epoch` arrived: if that is not the current epoch, its
+    /// sender missed a rotation, and (at most every [`NUDGE_INTERVAL`]) the
+    /// current key is sent again where it speaks.
+    pub fn heard_on(&mut self, handle: &RoomName, epoch: &EpochId, now: Instant) -> Option<Nudge> {
+        let local = self.local;
+        let room = self.rooms.get_mut(handle)?;
+        let current = room.keyring.current()?;
+        if current.id == *epoch
+            || room
+                .nudged_at
+                .is_some_and(|at| now.saturating_duration_since(at) < NUDGE_INTERVAL)
+        {
+            return None;
+        }
+        let rotation = room
+            .rotations
+            .iter()
+            .find(|r| r.statement().key.id() == current.id)?
+            .bytes()
+            .to_vec();
+        let recipients = current
+            .members
+            .iter()
+            .filter(|m| m.peer != local)
+            .map(|m| m.recipient.clone())
+            .collect();
+        room.nudged_at = Some(now);
+        Some(Nudge {
+            rotation,
+            recipients,
+            notices: room.notices.iter().cloned().collect(),
+        })
     }
 
     /// What to publish on `topic` for a member who just came to it: the

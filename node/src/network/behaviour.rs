@@ -75,7 +75,11 @@ impl Behaviour {
             ),
             identify: identify::Behaviour::new(
                 identify::Config::new(contract::IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
-                    .with_agent_version(format!("palaver-node/{}", env!("CARGO_PKG_VERSION"))),
+                    .with_agent_version(format!(
+                        "palaver-node/{} {RUN_TAG}{}",
+                        env!("CARGO_PKG_VERSION"),
+                        run_id()
+                    )),
             ),
             ping: ping::Behaviour::default(),
             gossipsub: gossipsub()?,
@@ -119,6 +123,30 @@ impl Behaviour {
             ),
         })
     }
+}
+
+/// What precedes a node's run id in its identify agent version.
+pub const RUN_TAG: &str = "run/";
+
+/// A random id of this process, told to peers by identify: a peer that
+/// sees it change on a new connection knows the node restarted, and that
+/// its older connections are dead ones it must drop (gossipsub greets a
+/// peer on its first connection only, so a dead one left beside the new
+/// one keeps the two deaf to each other).
+fn run_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        return "unknown".to_owned();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The run id in a peer's agent version, if it gives one.
+pub fn run_of(agent_version: &str) -> Option<&str> {
+    agent_version
+        .rsplit_once(RUN_TAG)
+        .map(|(_, run)| run)
+        .filter(|r| !r.is_empty() && r.len() <= 32)
 }
 
 /// The id of a published message: a hash of its bytes (a signed envelope, so

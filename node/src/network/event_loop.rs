@@ -81,6 +81,11 @@ struct Pending {
     redeems: HashMap<libp2p::request_response::OutboundRequestId, private::Redeeming>,
     /// Lockboxes the store thread is trying to open.
     opening: usize,
+    /// The run id each connected peer's identify gave.
+    runs: HashMap<PeerId, String>,
+    /// Peers that restarted: dialled again at these addresses once every
+    /// old connection to them is closed.
+    restarted: HashMap<PeerId, Vec<libp2p::Multiaddr>>,
 }
 
 /// Owns the swarm and the cores; see the module docs.

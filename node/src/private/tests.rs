@@ -223,3 +223,32 @@ fn a_member_listens_on_the_last_few_epochs_only() {
     assert_eq!(alice.rooms.lockboxes_for(&key(3).topic()), vec![vec![9]]);
     assert!(alice.rooms.lockboxes_for(&key(5).topic()).is_empty());
 }
+
+#[test]
+fn a_member_heard_on_an_older_epoch_is_sent_the_current_key_again_now_and_then() {
+    let mut alice = Member::new();
+    let mut bob = Member::new();
+    let handle = created(&mut alice);
+    admit(&mut alice, &handle, &mut bob, 2);
+    let now = Instant::now();
+    let current = key(2).id();
+    assert_eq!(alice.rooms.heard_on(&handle, &current, now), None);
+    let nudge = alice.rooms.heard_on(&handle, &key(1).id(), now).unwrap();
+    assert_eq!(nudge.recipients, vec!["age1who".to_owned()]);
+    assert_eq!(
+        Rotation::open(&nudge.rotation).unwrap().statement().key,
+        key(2)
+    );
+    assert_eq!(
+        alice
+            .rooms
+            .heard_on(&handle, &key(1).id(), now + Duration::from_secs(1)),
+        None
+    );
+    assert!(
+        alice
+            .rooms
+            .heard_on(&handle, &key(1).id(), now + NUDGE_INTERVAL)
+            .is_some()
+    );
+}

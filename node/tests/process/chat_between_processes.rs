@@ -200,7 +200,7 @@ fn history_sent_and_rooms_answer_a_lone_node() {
     let mut a = Node::start("alone", "solo", &[]);
     assert_eq!(
         a.command("/rooms"),
-        serde_json::json!({"event": "rooms", "rooms": []})
+        serde_json::json!({"event": "rooms", "rooms": [], "private": []})
     );
     let err = a.command("hello?");
     assert_eq!(err["code"], "no_current_room", "{err}");

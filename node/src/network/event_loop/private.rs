@@ -39,8 +39,18 @@ pub struct SealFor {
     /// The topics to publish it on.
     pub(super) topics: Vec<String>,
     /// Whether to keep it, to publish again for members who come back.
-    pub(super) keep: bool,
+    pub(super) keep: Keep,
     pub(super) then: Then,
+}
+
+/// What a member keeps of a lockbox it sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Nothing,
+    /// A rotation's: sent again to members who come back on an older topic.
+    Lockbox,
+    /// A note to a removed member: sent again if it still speaks.
+    Notice,
 }
 
 /// Who waits for a lockbox to go out.
@@ -234,7 +244,7 @@ impl EventLoop {
                 notice.bytes().to_vec(),
                 &room,
                 topics,
-                false,
+                Keep::Notice,
                 Then::Nothing,
             );
         }
@@ -285,7 +295,7 @@ impl EventLoop {
                 rotation.bytes().to_vec(),
                 room,
                 topics,
-                true,
+                Keep::Lockbox,
                 then,
             );
         }
@@ -309,7 +319,7 @@ impl EventLoop {
         plaintext: Vec<u8>,
         room: &RoomName,
         topics: Vec<String>,
-        keep: bool,
+        keep: Keep,
         then: Then,
     ) {
         let query = Query::Seal {
@@ -366,9 +376,13 @@ impl EventLoop {
             let peers = self.publish_frame(topic, frame.clone());
             tracing::debug!(room = %ticket.room, %topic, peers, "a lockbox went out");
         }
-        if ticket.keep {
-            self.private.keep_lockbox(&ticket.room, frame);
-            self.save_private(&ticket.room, None);
+        match ticket.keep {
+            Keep::Nothing => {}
+            Keep::Lockbox => {
+                self.private.keep_lockbox(&ticket.room, frame);
+                self.save_private(&ticket.room, None);
+            }
+            Keep::Notice => self.private.keep_notice(&ticket.room, frame),
         }
         match ticket.then {
             Then::Nothing => {}
@@ -736,7 +750,7 @@ impl EventLoop {
             bytes.clone(),
             room,
             topics,
-            true,
+            Keep::Lockbox,
             Then::Welcome(channel, bytes),
         );
     }
@@ -821,7 +835,11 @@ impl EventLoop {
                     return self.judge(&id, &from, Ignore);
                 };
                 match key.open(&frame) {
-                    Ok(envelope) => self.verify_live(from, id, room, envelope),
+                    Ok(envelope) => {
+                        let epoch = frame.epoch;
+                        self.verify_live(from, id, room.clone(), envelope);
+                        self.nudge(&room, &epoch);
+                    }
                     Err(e) => {
                         tracing::debug!(%from, "a private frame does not open: {e}");
                         self.judge(&id, &from, Reject);
@@ -920,6 +938,33 @@ impl EventLoop {
         self.rooms.on_peer_subscribed(&room, Instant::now());
         for frame in self.private.lockboxes_for(topic) {
             self.publish_frame(topic, frame);
+        }
+    }
+
+    /// A frame under `epoch` opened: a member that speaks under an older
+    /// epoch missed a rotation, and gets the current key again (fresh
+    /// ciphertext, so gossipsub takes it as a new message), and removed
+    /// members their notes.
+    fn nudge(&mut self, room: &RoomName, epoch: &palaver_proto::private::EpochId) {
+        let Some(nudge) = self.private.heard_on(room, epoch, Instant::now()) else {
+            return;
+        };
+        let Some(topic) = self.private.epoch_topic(room, epoch) else {
+            return;
+        };
+        tracing::debug!(%room, "a member speaks under an older key; sending it the current one");
+        for notice in nudge.notices {
+            self.publish_frame(&topic, notice);
+        }
+        if !nudge.recipients.is_empty() {
+            self.seal(
+                nudge.recipients,
+                nudge.rotation,
+                room,
+                vec![topic],
+                Keep::Nothing,
+                Then::Nothing,
+            );
         }
     }
 

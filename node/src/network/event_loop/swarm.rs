@@ -43,10 +43,14 @@ impl EventLoop {
                 peer_id,
                 connection_id,
                 cause,
+                num_established,
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
                 self.on_connection_closed(peer_id, connection_id, now);
+                if num_established == 0 {
+                    self.on_peer_gone(peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -159,11 +163,45 @@ impl EventLoop {
         }
     }
 
+    /// Every connection to `peer` is closed: one that restarted is dialled
+    /// again now, so that its first connection greets it afresh.
+    fn on_peer_gone(&mut self, peer: libp2p::PeerId) {
+        self.pending.runs.remove(&peer);
+        if let Some(addrs) = self.pending.restarted.remove(&peer) {
+            let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(dial) {
+                tracing::debug!(%peer, "cannot dial a restarted peer again: {e}");
+            }
+        }
+    }
+
+    /// A peer's identify on a connection: a new run id means it restarted
+    /// and its other connections are dead ones; all go, and it is dialled
+    /// again (see `behaviour::run_id`).
+    fn check_run(&mut self, peer: libp2p::PeerId, info: &identify::Info) {
+        let Some(run) = super::super::behaviour::run_of(&info.agent_version) else {
+            return;
+        };
+        // At most one entry per connected peer, which the connection
+        // limits bound.
+        let before = self.pending.runs.insert(peer, run.to_owned());
+        if before.is_some_and(|b| b != run) {
+            tracing::info!(%peer, "peer restarted; dropping its old connections");
+            let addrs = info.listen_addrs.iter().take(8).cloned().collect();
+            self.pending.restarted.insert(peer, addrs);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     fn on_identify(&mut self, event: identify::Event, now: Instant) {
         let identify::Event::Received { peer_id, info, .. } = event else {
             return;
         };
         tracing::debug!(%peer_id, agent = %info.agent_version, observed = %info.observed_addr, "identified");
+        self.check_run(peer_id, &info);
         let offers = |p: &str| info.protocols.iter().any(|q| q.as_ref() == p);
         let offers_relay = offers(RELAY_HOP_PROTOCOL) && offers(RENDEZVOUS_PROTOCOL);
         self.reach.identified(peer_id, offers_relay, now);
