@@ -9,6 +9,7 @@ mod floor;
 mod footprint;
 mod latency;
 mod natlab;
+mod private;
 mod procfs;
 mod reconcile;
 mod relay_load;
@@ -85,6 +86,7 @@ enum Bench {
     Crypto,
     Latency,
     Rooms,
+    Private,
     Throughput,
     Store,
     Reconcile,
@@ -143,6 +145,7 @@ struct Sizes {
     latency_messages: usize,
     room_sizes: Vec<usize>,
     room_seconds: u64,
+    private: private::Sizes,
     throughput_probe_s: f64,
     throughput_confirm_s: f64,
     throughput_rates: Vec<u32>,
@@ -164,6 +167,13 @@ impl Sizes {
             latency_messages: 2_000,
             room_sizes: vec![10, 25],
             room_seconds: 20,
+            private: private::Sizes {
+                messages: 1_000,
+                joins: 10,
+                kicks: 5,
+                removal_rooms: vec![10, 100],
+                removal_reps: 100,
+            },
             throughput_probe_s: 3.0,
             throughput_confirm_s: 30.0,
             throughput_rates: throughput::RATES.to_vec(),
@@ -187,6 +197,13 @@ impl Sizes {
             latency_messages: 200,
             room_sizes: vec![10],
             room_seconds: 3,
+            private: private::Sizes {
+                messages: 100,
+                joins: 3,
+                kicks: 2,
+                removal_rooms: vec![10, 100],
+                removal_reps: 10,
+            },
             throughput_probe_s: 1.0,
             throughput_confirm_s: 2.0,
             throughput_rates: throughput::RATES[..2].to_vec(),
@@ -318,6 +335,12 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
             &floor64
         ),
         rooms::rows
+    );
+    bench!(
+        Bench::Private,
+        "private",
+        private::run(&node, &work, &sizes.private),
+        private::rows
     );
     let throughput_floors: Vec<(crypto::Figures, crypto::Figures)> =
         floors.iter().copied().zip(busy.iter().copied()).collect();
@@ -479,6 +502,16 @@ fn losses(figures: &serde_json::Map<String, Value>) -> Vec<String> {
             ));
         }
     }
+    let private = of("private");
+    for room in ["private", "public"] {
+        let r = &private[room];
+        if count(r, "delivered") != count(r, "messages") {
+            lost.push(format!(
+                "{room} room of 2 nodes: {} of {} messages delivered",
+                r["delivered"], r["messages"]
+            ));
+        }
+    }
     for r in of("rooms").as_array().into_iter().flatten() {
         if count(r, "deliveries") != count(r, "expected_deliveries") {
             lost.push(format!(
@@ -548,8 +581,12 @@ mod tests {
                 {"transport": "TCP", "messages": 200, "delivered": 199},
             ]},
             "rooms": [{"nodes": 10, "deliveries": 2699, "expected_deliveries": 2700}],
+            "private": {
+                "private": {"messages": 100, "delivered": 99},
+                "public": {"messages": 100, "delivered": 100},
+            },
         })));
-        assert_eq!(lost.len(), 2, "{lost:?}");
+        assert_eq!(lost.len(), 3, "{lost:?}");
     }
 
     #[test]
