@@ -26,6 +26,11 @@ pub enum Command {
         room: RoomName,
         peer: PeerId,
     },
+    /// Make a member of a private room an admin.
+    Promote {
+        room: RoomName,
+        peer: PeerId,
+    },
     /// Revoke one of this node's invites.
     Revoke(Invite),
     /// The current room when `None`.
@@ -207,5 +212,10 @@ pub enum Event {
     HolePunch {
         peer: PeerId,
         result: Result<(), String>,
+    },
+    /// A private room's sending key changed.
+    Rekeyed {
+        room: RoomName,
+        members: usize,
     },
 }

@@ -75,6 +75,8 @@ struct Room {
     notices: VecDeque<Vec<u8>>,
     /// When the current key was last sent again.
     nudged_at: Option<Instant>,
+    /// The sending epoch last reported.
+    sending: Option<EpochId>,
 }
 
 /// The current key sent again to members heard on an older epoch.
@@ -177,6 +179,7 @@ impl PrivateRooms {
                 rekey_at: None,
                 notices: VecDeque::new(),
                 nudged_at: None,
+                sending: None,
             },
         );
         Ok(handle)
@@ -399,14 +402,7 @@ impl PrivateRooms {
             return Err(PrivateError::KickSelf(handle.clone()));
         }
         let roster = room.keyring.merged_roster();
-        let admin = room
-            .keyring
-            .current()
-            .and_then(|e| e.members.iter().find(|m| m.peer == self.local))
-            .is_some_and(|m| m.role == Role::Admin);
-        if !admin {
-            return Err(PrivateError::NotAdmin(handle.clone()));
-        }
+        self.check_admin(handle, room)?;
         let Some(gone) = roster.iter().find(|m| m.peer == peer) else {
             return Err(PrivateError::NotAMember {
                 room: handle.clone(),
@@ -421,6 +417,61 @@ impl PrivateRooms {
         statement.members.retain(|m| m.peer != peer);
         statement.removed.push(peer);
         Ok((statement, Some(recipient)))
+    }
+
+    /// The statement that makes `peer` an admin (under `key`, fresh), if
+    /// this node may.
+    pub fn promote(
+        &self,
+        handle: &RoomName,
+        peer: PeerId,
+        key: EpochKey,
+    ) -> Result<Statement, PrivateError> {
+        let room = self
+            .rooms
+            .get(handle)
+            .ok_or_else(|| PrivateError::NotPrivate(handle.clone()))?;
+        self.check_admin(handle, room)?;
+        let mut statement = room
+            .keyring
+            .rekey(key)
+            .ok_or_else(|| PrivateError::NotPrivate(handle.clone()))?;
+        let member = statement
+            .members
+            .iter_mut()
+            .find(|m| m.peer == peer)
+            .ok_or_else(|| PrivateError::NotAMember {
+                room: handle.clone(),
+                peer,
+            })?;
+        member.role = Role::Admin;
+        Ok(statement)
+    }
+
+    fn check_admin(&self, handle: &RoomName, room: &Room) -> Result<(), PrivateError> {
+        let admin = room
+            .keyring
+            .current()
+            .and_then(|e| e.members.iter().find(|m| m.peer == self.local))
+            .is_some_and(|m| m.role == Role::Admin);
+        if admin {
+            Ok(())
+        } else {
+            Err(PrivateError::NotAdmin(handle.clone()))
+        }
+    }
+
+    /// Whether a room's sending epoch changed since this was last asked:
+    /// its member count if so.
+    pub fn sending_changed(&mut self, handle: &RoomName) -> Option<usize> {
+        let room = self.rooms.get_mut(handle)?;
+        let current = room.keyring.current().map(|e| (e.id, e.members.len()));
+        let id = current.map(|(id, _)| id);
+        if room.sending == id {
+            return None;
+        }
+        room.sending = id;
+        current.map(|(_, n)| n)
     }
 
     /// The note that tells a removed member it is out: a rotation of the

@@ -25,13 +25,11 @@ pub fn command(parsed: line::Command) -> Result<Command, Reply> {
         line::Command::Invite(room) => Command::Invite(room),
         line::Command::Kick { room, peer } => Command::Kick {
             room,
-            peer: peer.parse().map_err(|_| {
-                let quoted: String = peer.chars().take(MAX_QUOTED).collect();
-                Reply::error(
-                    ErrorCode::NotAMember,
-                    format!("{quoted:?} is not a peer id; /who ROOM lists the members' ids"),
-                )
-            })?,
+            peer: peer_id(&peer)?,
+        },
+        line::Command::Promote { room, peer } => Command::Promote {
+            room,
+            peer: peer_id(&peer)?,
         },
         line::Command::Revoke(code) => Command::Revoke(invite(&code)?),
         line::Command::Leave(room) => Command::Leave(room),
@@ -50,6 +48,17 @@ pub fn command(parsed: line::Command) -> Result<Command, Reply> {
         })?),
         line::Command::Id => Command::Id,
         line::Command::Quit => Command::Quit,
+    })
+}
+
+/// A member's peer id, as `/who` lists it.
+fn peer_id(peer: &str) -> Result<libp2p::PeerId, Reply> {
+    peer.parse().map_err(|_| {
+        let quoted: String = peer.chars().take(MAX_QUOTED).collect();
+        Reply::error(
+            ErrorCode::NotAMember,
+            format!("{quoted:?} is not a peer id; /who ROOM lists the members' ids"),
+        )
     })
 }
 
@@ -155,6 +164,7 @@ pub fn event(event: Event) -> line::Event {
             ok: result.is_ok(),
             error: result.err(),
         },
+        Event::Rekeyed { room, members } => line::Event::Rekeyed { room, members },
     }
 }
 

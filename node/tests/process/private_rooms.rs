@@ -554,3 +554,86 @@ fn a_member_killed_while_a_new_key_goes_out_comes_back_on_one_key_with_the_other
         x.kill();
     }
 }
+
+#[test]
+fn two_admins_removing_two_members_at_once_both_end_out_and_the_rest_on_one_key() {
+    let test = "private-concurrent";
+    let mut alice = Node::start(test, "alice", &[]);
+    let mut bob = Node::start(test, "bob", &[]);
+    let mut carol = Node::start(test, "carol", &[]);
+    let mut dave = Node::start(test, "dave", &[]);
+    let (room, code) = create(&mut alice, "board");
+    assert_eq!(join_with(&mut bob, &code)["event"], "ok");
+    for n in [&mut carol, &mut dave] {
+        let code = invite(&mut alice, &room);
+        assert_eq!(join_with(n, &code)["event"], "ok");
+    }
+    let ids = [
+        alice.peer_id.clone(),
+        bob.peer_id.clone(),
+        carol.peer_id.clone(),
+        dave.peer_id.clone(),
+    ];
+    for n in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        let me = n.peer_id.clone();
+        for other in ids.iter().filter(|i| **i != me) {
+            n.wait_joined(&room, other);
+        }
+    }
+    // Bob is made an admin; he knows once the new key reaches him.
+    let mark = bob.mark();
+    let promote = alice.command(&format!("/promote {room} {}", bob.peer_id));
+    assert_eq!(
+        promote,
+        serde_json::json!({"event": "ok", "cmd": "promote"})
+    );
+    bob.wait_for_since(mark, "the key that makes bob an admin", PROMPT, |v| {
+        v["event"] == "rekeyed" && v["room"] == room && v["members"] == 4
+    });
+    assert_eq!(
+        error_code(&carol.command(&format!("/promote {room} {}", dave.peer_id))),
+        "not_admin"
+    );
+
+    // At once: alice removes carol, bob removes dave.
+    let (alice_mark, bob_mark) = (alice.mark(), bob.mark());
+    alice.send_line(&format!("/kick {room} {}", carol.peer_id));
+    bob.send_line(&format!("/kick {room} {}", dave.peer_id));
+    assert_eq!(alice.reply()["event"], "ok");
+    assert_eq!(bob.reply()["event"], "ok");
+    for (n, gone) in [(&mut carol, ids[2].clone()), (&mut dave, ids[3].clone())] {
+        n.wait_for("told it is removed", PROMPT, |v| {
+            v["event"] == "left"
+                && v["room"] == room
+                && v["peer_id"] == gone.as_str()
+                && v["reason"] == "removed"
+        });
+    }
+    // Both converge on a key for the two of them.
+    alice.wait_for_since(alice_mark, "alice on a key for two", PROMPT, |v| {
+        v["event"] == "rekeyed" && v["room"] == room && v["members"] == 2
+    });
+    bob.wait_for_since(bob_mark, "bob on a key for two", PROMPT, |v| {
+        v["event"] == "rekeyed" && v["room"] == room && v["members"] == 2
+    });
+    assert_eq!(
+        alice.command(&format!("/send {room} just us"))["event"],
+        "sent"
+    );
+    assert_eq!(
+        bob.command(&format!("/send {room} indeed"))["event"],
+        "sent"
+    );
+    wait_message(&mut bob, &room, &ids[0], "just us");
+    wait_message(&mut alice, &room, &ids[1], "indeed");
+    for n in [&mut carol, &mut dave] {
+        n.drain();
+        assert!(
+            n.messages(&room)
+                .iter()
+                .all(|m| m["text"] != "just us" && m["text"] != "indeed"),
+            "{}",
+            n.name
+        );
+    }
+}

@@ -29,6 +29,8 @@ pub enum Command {
     Invite(RoomName),
     /// `/kick ROOM PEER_ID`: remove a member from a private room.
     Kick { room: RoomName, peer: String },
+    /// `/promote ROOM PEER_ID`: make a member of a private room an admin.
+    Promote { room: RoomName, peer: String },
     /// `/revoke CODE`: an invite code of this node's no longer admits anyone.
     Revoke(String),
     /// `/leave [ROOM]`
@@ -62,6 +64,7 @@ impl Command {
             Self::Create(_) => "create",
             Self::Invite(_) => "invite",
             Self::Kick { .. } => "kick",
+            Self::Promote { .. } => "promote",
             Self::Revoke(_) => "revoke",
             Self::Leave(_) => "leave",
             Self::Send { .. } => "send",
@@ -158,6 +161,17 @@ impl FromStr for Command {
                     peer: peer.to_owned(),
                 }
             }
+            "promote" => {
+                let (room_arg, peer_arg) = args.split("ROOM")?;
+                let peer = peer_arg.ok_or_else(|| args.missing("PEER_ID"))?;
+                if peer.split_whitespace().nth(1).is_some() {
+                    return Err(args.unexpected());
+                }
+                Command::Promote {
+                    room: room(room_arg)?,
+                    peer: peer.to_owned(),
+                }
+            }
             "revoke" => Command::Revoke(args.one("CODE", |s| Ok(s.to_owned()))?),
             "leave" => Command::Leave(args.optional(room)?),
             "send" => {
@@ -190,7 +204,7 @@ impl FromStr for Command {
                 return Err(LineError::new(
                     ErrorCode::UnknownCommand,
                     format!(
-                        "unknown command /{}; commands: /nick /join /create /invite /kick /revoke /leave /send /rooms /who /peers /history /forget /dial /id /quit (start a message with // to send a leading /)",
+                        "unknown command /{}; commands: /nick /join /create /invite /kick /promote /revoke /leave /send /rooms /who /peers /history /forget /dial /id /quit (start a message with // to send a leading /)",
                         truncate(other, 32)
                     ),
                 ));
@@ -365,6 +379,7 @@ impl fmt::Display for Command {
             Self::Create(r) => write!(f, "/create {r}"),
             Self::Invite(r) => write!(f, "/invite {r}"),
             Self::Kick { room, peer } => write!(f, "/kick {room} {peer}"),
+            Self::Promote { room, peer } => write!(f, "/promote {room} {peer}"),
             Self::Revoke(code) => write!(f, "/revoke {code}"),
             Self::Leave(None) => write!(f, "/leave"),
             Self::Leave(Some(r)) => write!(f, "/leave {r}"),

@@ -185,6 +185,9 @@ pub fn event(e: &Event) -> String {
             short(peer_id),
             error.as_deref().unwrap_or("unknown error")
         ),
+        Event::Rekeyed { room, members } => {
+            format!("* {room} has a new key, for its {members} members")
+        }
     }
 }
 

@@ -187,6 +187,13 @@ pub enum Event {
         ok: bool,
         error: Option<String>,
     },
+    /// A private room moved to a new key (a member joined, was removed or
+    /// made an admin): what is sent from now on is readable by `members`
+    /// peers, this node included.
+    Rekeyed {
+        room: RoomName,
+        members: usize,
+    },
 }
 
 #[cfg(test)]

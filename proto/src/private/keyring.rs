@@ -16,8 +16,11 @@
 //! - The *merged roster* is the union of the members of every head (an
 //!   epoch no held epoch names as parent), less every known removal, each
 //!   member with the highest role any head gives it.
-//! - The epoch to send under is, among held epochs whose roster holds no
-//!   removed peer, the one with the highest (generation, epoch id).
+//! - The epoch to send under is, among the heads whose roster holds no
+//!   removed peer, the one with the highest (generation, epoch id); none
+//!   while every head holds one (until the re-key that merges them). An
+//!   epoch a held epoch follows is never sent under again: its members
+//!   have moved on, and listen on the newest epochs only.
 //! - The room needs a new key when there is no such epoch or its roster is
 //!   not the merged one. The members who may make it are those of the
 //!   merged roster; [`Keyring::rekey_rank`] orders them, so the first (lowest
@@ -256,8 +259,7 @@ impl Keyring {
 
     /// The epoch to send under: see the module docs.
     pub fn current(&self) -> Option<&Epoch> {
-        self.epochs
-            .values()
+        self.heads()
             .filter(|e| {
                 !e.members
                     .iter()

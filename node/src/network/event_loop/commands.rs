@@ -71,6 +71,7 @@ impl EventLoop {
             Command::Create(name) => return self.create_private(name, reply),
             Command::Invite(room) => return self.invite_private(room, reply),
             Command::Kick { room, peer } => return self.kick(room, peer, reply),
+            Command::Promote { room, peer } => return self.promote(room, peer, reply),
             Command::Revoke(invite) => return self.revoke_invite(&invite, reply),
             Command::Leave(room) => match self.joined_or_current(room) {
                 Ok(room) => {

@@ -238,7 +238,7 @@ impl EventLoop {
             .removal_notice(&room, &statement, peer, decoy)
             .and_then(|s| Rotation::sign(&self.keypair, s).ok());
         if let (Some(notice), Some(recipient)) = (notice, recipient) {
-            let topics = self.sending_topic(&room);
+            let topics = self.parent_topic(&room, &statement.parent);
             self.seal(
                 vec![recipient],
                 notice.bytes().to_vec(),
@@ -251,6 +251,27 @@ impl EventLoop {
         self.rotate(&room, statement, Then::Reply(reply, Answer::Done("kick")));
         if let Some(event) = self.rooms.remove_member(&room, &peer) {
             self.emit(event);
+        }
+    }
+
+    /// `/promote ROOM PEER`: answered once the new key (with the new admin) is out.
+    pub(super) fn promote(&mut self, room: RoomName, peer: PeerId, reply: Responder) {
+        let key = match random::<32>() {
+            Ok(k) => EpochKey::from_bytes(k),
+            Err(refused) => {
+                let _ = reply.send(refused);
+                return;
+            }
+        };
+        match self.private.promote(&room, peer, key) {
+            Ok(statement) => self.rotate(
+                &room,
+                statement,
+                Then::Reply(reply, Answer::Done("promote")),
+            ),
+            Err(e) => {
+                let _ = reply.send(refusal(&e));
+            }
         }
     }
 
@@ -274,11 +295,11 @@ impl EventLoop {
                 let _ = reply.send(Answer::refused(ErrorCode::Internal, message));
             }
         };
+        let topics = self.parent_topic(room, &statement.parent);
         let rotation = match Rotation::sign(&self.keypair, statement) {
             Ok(r) => r,
             Err(e) => return failed(then, format!("cannot sign the new key: {e}")),
         };
-        let topics = self.sending_topic(room);
         if let Err(e) = self.private.take(room, rotation.clone()) {
             return failed(then, format!("cannot take the new key: {e}"));
         }
@@ -301,14 +322,19 @@ impl EventLoop {
         }
     }
 
-    /// Where a lockbox goes: the topic of the epoch the room sends under
-    /// now, where every member up to date listens. One topic only, as
-    /// gossipsub knows a message by its bytes: the same lockbox on a
-    /// second topic would not go out there.
-    fn sending_topic(&self, room: &RoomName) -> Vec<String> {
+    /// Where a rotation's lockbox goes: the topic of the epoch it follows,
+    /// where every member up to date listens (after concurrent removals no
+    /// epoch may be sent under, but every member listens on that one). One
+    /// topic only, as gossipsub knows a message by its bytes: the same
+    /// lockbox on a second topic would not go out there.
+    fn parent_topic(
+        &self,
+        room: &RoomName,
+        parent: &palaver_proto::private::EpochId,
+    ) -> Vec<String> {
         self.private
-            .current(room)
-            .map(|e| e.key.topic())
+            .epoch_topic(room, parent)
+            .or_else(|| self.private.current(room).map(|e| e.key.topic()))
             .into_iter()
             .collect()
     }
@@ -421,11 +447,11 @@ impl EventLoop {
         room: &RoomName,
         envelope: &[u8],
     ) -> Result<(gossipsub::IdentTopic, Vec<u8>), String> {
-        let epoch = self
-            .private
-            .current(room)
-            .ok_or_else(|| format!("no key for {room}"))?;
+        let epoch = self.private.current(room).ok_or_else(|| {
+            format!("{room} is moving to a new key after a removal; try again in a moment")
+        })?;
         let nonce = random::<24>().map_err(|_| "no randomness from the OS".to_owned())?;
+        tracing::debug!(%room, topic = %epoch.key.topic(), "sealing a frame");
         let frame = epoch.key.seal(nonce, envelope).map_err(|e| e.to_string())?;
         Ok((gossipsub::IdentTopic::new(epoch.key.topic()), frame))
     }
@@ -439,6 +465,8 @@ impl EventLoop {
             Ok(false) => return Ok(()),
             Ok(true) => {}
         }
+        // The key it joins under is no change to report.
+        let _ = self.private.sending_changed(handle);
         self.private_keys_changed(handle);
         self.reach.room_joined(handle, Instant::now());
         if let Some(epoch) = self.private.current(handle) {
@@ -454,6 +482,14 @@ impl EventLoop {
     /// A room's keys changed: listen on the right topics, register under
     /// the current namespace.
     fn private_keys_changed(&mut self, room: &RoomName) {
+        if self.rooms.is_joined(room)
+            && let Some(members) = self.private.sending_changed(room)
+        {
+            self.emit(Event::Rekeyed {
+                room: room.clone(),
+                members,
+            });
+        }
         let (join, leave) = self.private.sync_topics(room);
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         for t in join {
@@ -734,7 +770,7 @@ impl EventLoop {
             .filter(|m| m.peer != self.local())
             .map(|m| m.recipient.clone())
             .collect();
-        let topics = self.sending_topic(room);
+        let topics = self.parent_topic(room, &statement.parent);
         if self.private.take(room, rotation).is_err() {
             let _ = self
                 .swarm
@@ -831,6 +867,7 @@ impl EventLoop {
                 self.judge(&id, &from, Reject);
             }
             Ok(Published::Message(frame)) => {
+                tracing::debug!(%room, %from, epoch = %data_encoding::HEXLOWER.encode(&frame.epoch), "a frame arrived");
                 let Some(key) = self.private.key(&room, &frame.epoch) else {
                     return self.judge(&id, &from, Ignore);
                 };
@@ -877,9 +914,12 @@ impl EventLoop {
         self.pending.opening = self.pending.opening.saturating_sub(1);
         tracing::debug!(%room, opened = plaintext.is_some(), "a lockbox was tried");
         let Some(plaintext) = plaintext else {
-            // Not sealed to this node (a note to a removed member, or
-            // sealed before this node joined): not ours to judge.
-            return self.judge(&id, &from, Ignore);
+            // Not sealed to this node (a note to a removed member, a key
+            // sealed before this node joined): passed on if a member sent
+            // it (members need not all be connected to each other), not if
+            // anyone else did (it could be junk made to be forwarded).
+            let from_member = self.private.is_member(&room, &from);
+            return self.judge(&id, &from, if from_member { Accept } else { Ignore });
         };
         let Ok(rotation) = Rotation::open(&plaintext) else {
             return self.judge(&id, &from, Reject);

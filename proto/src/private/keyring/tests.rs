@@ -293,3 +293,44 @@ fn a_member_who_is_no_admin_cannot_ban_a_peer_the_room_does_not_hold() {
     assert_eq!(ring.accept(&ban), Err(Refusal::NotAllowed));
     assert!(!ring.is_removed(&stranger.peer));
 }
+
+#[test]
+fn an_older_epoch_without_the_removed_peers_is_not_sent_under_again() {
+    let (a, b, c, d) = (member(), member(), member(), member());
+    // a and b only at first; c and d join later; then c and d are removed
+    // at once by a and by an admin b (made so when d joined).
+    let g = genesis(&a, &[&b]);
+    let mut ring = Keyring::new(a.peer, &g).unwrap();
+    let grow = |ring: &mut Keyring, add: &[&Member], n: u8| {
+        let parent = ring.current().unwrap().clone();
+        let mut members = parent.members.clone();
+        members.extend(add.iter().map(|m| entry(m, Role::Member)));
+        for m in &mut members {
+            if m.peer == b.peer {
+                m.role = Role::Admin;
+            }
+        }
+        let r = Rotation::sign(
+            &a.keys,
+            Statement {
+                room_id: ring.room_id(),
+                generation: parent.generation + 1,
+                parent: parent.id,
+                key: key(n),
+                members,
+                removed: vec![],
+            },
+        )
+        .unwrap();
+        ring.accept(&r).unwrap();
+    };
+    grow(&mut ring, &[&c, &d], 2);
+    let by_a = removal(&ring, &a, &c, 3);
+    let by_b = removal(&ring, &b, &d, 4);
+    ring.accept(&by_a).unwrap();
+    ring.accept(&by_b).unwrap();
+    // The genesis holds neither c nor d, but it was followed: no key until
+    // the two removals are merged.
+    assert!(ring.current().is_none());
+    assert!(ring.needs_rekey());
+}
