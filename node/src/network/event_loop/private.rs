@@ -451,7 +451,6 @@ impl EventLoop {
             format!("{room} is moving to a new key after a removal; try again in a moment")
         })?;
         let nonce = random::<24>().map_err(|_| "no randomness from the OS".to_owned())?;
-        tracing::debug!(%room, topic = %epoch.key.topic(), "sealing a frame");
         let frame = epoch.key.seal(nonce, envelope).map_err(|e| e.to_string())?;
         Ok((gossipsub::IdentTopic::new(epoch.key.topic()), frame))
     }
@@ -867,7 +866,6 @@ impl EventLoop {
                 self.judge(&id, &from, Reject);
             }
             Ok(Published::Message(frame)) => {
-                tracing::debug!(%room, %from, epoch = %data_encoding::HEXLOWER.encode(&frame.epoch), "a frame arrived");
                 let Some(key) = self.private.key(&room, &frame.epoch) else {
                     return self.judge(&id, &from, Ignore);
                 };
