@@ -5,11 +5,10 @@
 
 mod behaviour;
 mod catch_up;
-mod catch_up_codec;
 mod event_loop;
 mod reachability;
-mod redeem_codec;
 mod serving;
+mod stream_codec;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,9 +19,9 @@ use palaver_proto::history::Response;
 use palaver_proto::{ErrorCode, Nick, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
-/// The catch-up codec, for tools and tests that speak `/palaver/history/2`.
-pub use catch_up_codec::CatchUpCodec;
 pub use event_loop::EventLoop;
+/// The catch-up codec, for tools and tests that speak `/palaver/history/2`.
+pub use stream_codec::CatchUpCodec;
 
 use crate::api::{Answer, Command, Event};
 use crate::store::worker::{self, StoreHandle, Tickets};

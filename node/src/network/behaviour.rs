@@ -11,8 +11,7 @@ use libp2p::{
 };
 use palaver_proto::contract;
 
-use super::catch_up_codec::CatchUpCodec;
-use super::redeem_codec::RedeemCodec;
+use super::stream_codec::{CatchUpCodec, RedeemCodec};
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {

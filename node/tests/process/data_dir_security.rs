@@ -579,6 +579,20 @@ fn a_thousand_canaries_leave_no_room_nick_peer_id_or_text_readable_in_the_data_d
     }
     a.wait_joined(ROOM, &b_id);
     b.wait_joined(ROOM, &a_id);
+    // A private room too: its name, keys and invite tokens are stored.
+    let invite = a.command("/create canary-private-zebra-quartz");
+    assert_eq!(invite["event"], "invite", "{invite}");
+    let private = invite["room"].as_str().unwrap().to_owned();
+    let code = invite["code"].as_str().unwrap();
+    assert_eq!(b.command(&format!("/join {code}"))["event"], "ok");
+    assert_eq!(a.command(&format!("/invite {private}"))["event"], "invite");
+    assert_eq!(
+        a.command(&format!("/send {private} canary-secret-zebra-quartz"))["event"],
+        "sent"
+    );
+    b.wait_for("the private canary", PROMPT, |v| {
+        v["event"] == "message" && v["room"] == private.as_str()
+    });
 
     // The other node talks first, so that what it says is stored as received.
     let theirs: Vec<String> = (0..OTHER_CANARIES)
@@ -618,7 +632,11 @@ fn a_thousand_canaries_leave_no_room_nick_peer_id_or_text_readable_in_the_data_d
     assert_eq!(again.peer_id, a_id);
     let ready = again.seen[0].clone();
     assert_eq!(ready["nick"], NICK, "{ready}");
-    assert_eq!(ready["rooms"], serde_json::json!([ROOM]), "{ready}");
+    assert_eq!(
+        ready["rooms"],
+        serde_json::json!([ROOM, private]),
+        "{ready}"
+    );
     let history = again.command(&format!("/history {ROOM} 1000"));
     assert_eq!(history["event"], "history", "{history}");
     assert_eq!(history["corrupt"], 0);

@@ -248,7 +248,9 @@ impl EventLoop {
                 Then::Nothing,
             );
         }
-        self.rotate(&room, statement, Then::Reply(reply, Answer::Done("kick")));
+        self.rotate(&room, statement, |_| {
+            Then::Reply(reply, Answer::Done("kick"))
+        });
         if let Some(event) = self.rooms.remove_member(&room, &peer) {
             self.emit(event);
         }
@@ -264,11 +266,9 @@ impl EventLoop {
             }
         };
         match self.private.promote(&room, peer, key) {
-            Ok(statement) => self.rotate(
-                &room,
-                statement,
-                Then::Reply(reply, Answer::Done("promote")),
-            ),
+            Ok(statement) => self.rotate(&room, statement, |_| {
+                Then::Reply(reply, Answer::Done("promote"))
+            }),
             Err(e) => {
                 let _ = reply.send(refusal(&e));
             }
@@ -276,13 +276,13 @@ impl EventLoop {
     }
 
     /// Signs a statement, takes it, listens on its topic, stores the room,
-    /// and publishes its lockbox on the topics of the epochs before it and
-    /// its own. `then` hears once the lockbox is out.
+    /// and publishes its lockbox on the topic of the epoch it follows.
+    /// `then` (given the signed rotation) hears once the lockbox is out.
     fn rotate(
         &mut self,
         room: &RoomName,
         statement: palaver_proto::private::rotation::Statement,
-        then: Then,
+        then: impl FnOnce(&[u8]) -> Then,
     ) {
         let recipients: Vec<String> = statement
             .members
@@ -290,36 +290,29 @@ impl EventLoop {
             .filter(|m| m.peer != self.local())
             .map(|m| m.recipient.clone())
             .collect();
-        let failed = |then: Then, message: String| {
-            if let Then::Reply(reply, _) = then {
-                let _ = reply.send(Answer::refused(ErrorCode::Internal, message));
-            }
-        };
         let topics = self.parent_topic(room, &statement.parent);
         let rotation = match Rotation::sign(&self.keypair, statement) {
             Ok(r) => r,
-            Err(e) => return failed(then, format!("cannot sign the new key: {e}")),
+            Err(e) => return self.seal_failed(then(&[]), &format!("cannot sign it: {e}")),
         };
         if let Err(e) = self.private.take(room, rotation.clone()) {
-            return failed(then, format!("cannot take the new key: {e}"));
+            return self.seal_failed(then(rotation.bytes()), &format!("cannot take it: {e}"));
         }
         self.private_keys_changed(room);
         self.save_private(room, None);
+        let then = then(rotation.bytes());
         if recipients.is_empty() {
             // Alone in the room: nobody to tell.
-            if let Then::Reply(reply, answer) = then {
-                let _ = reply.send(answer);
-            }
-        } else {
-            self.seal(
-                recipients,
-                rotation.bytes().to_vec(),
-                room,
-                topics,
-                Keep::Lockbox,
-                then,
-            );
+            return self.lockbox_out(then);
         }
+        self.seal(
+            recipients,
+            rotation.bytes().to_vec(),
+            room,
+            topics,
+            Keep::Lockbox,
+            then,
+        );
     }
 
     /// Where a rotation's lockbox goes: the topic of the epoch it follows,
@@ -410,7 +403,12 @@ impl EventLoop {
             }
             Keep::Notice => self.private.keep_notice(&ticket.room, frame),
         }
-        match ticket.then {
+        self.lockbox_out(ticket.then);
+    }
+
+    /// A lockbox is out: whoever waited for it hears.
+    fn lockbox_out(&mut self, then: Then) {
+        match then {
             Then::Nothing => {}
             Then::Welcome(channel, rotation) => {
                 let _ = self
@@ -741,53 +739,11 @@ impl EventLoop {
             Ok((room, statement)) => {
                 tracing::info!(%room, %peer, "an invite was redeemed");
                 // The welcome answers once the others have the new key too.
-                self.rotate_welcome(&room, statement, channel);
+                self.rotate(&room, statement, |bytes| {
+                    Then::Welcome(channel, bytes.to_vec())
+                });
             }
         }
-    }
-
-    /// [`Self::rotate`] for a welcome: the joiner's answer carries the rotation.
-    fn rotate_welcome(
-        &mut self,
-        room: &RoomName,
-        statement: palaver_proto::private::rotation::Statement,
-        channel: ResponseChannel<redeem::Response>,
-    ) {
-        let Ok(rotation) = Rotation::sign(&self.keypair, statement.clone()) else {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .redeem
-                .send_response(channel, redeem::Response::Refused(Reason::Busy));
-            return;
-        };
-        // Sign once: the welcome and the lockbox carry the same rotation.
-        let bytes = rotation.bytes().to_vec();
-        let recipients: Vec<String> = statement
-            .members
-            .iter()
-            .filter(|m| m.peer != self.local())
-            .map(|m| m.recipient.clone())
-            .collect();
-        let topics = self.parent_topic(room, &statement.parent);
-        if self.private.take(room, rotation).is_err() {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .redeem
-                .send_response(channel, redeem::Response::Refused(Reason::Busy));
-            return;
-        }
-        self.private_keys_changed(room);
-        self.save_private(room, None);
-        self.seal(
-            recipients,
-            bytes.clone(),
-            room,
-            topics,
-            Keep::Lockbox,
-            Then::Welcome(channel, bytes),
-        );
     }
 
     pub(super) fn on_redeem_event(
@@ -1026,7 +982,7 @@ impl EventLoop {
         };
         if let Ok((statement, _)) = self.private.kick(room, peer, EpochKey::from_bytes(key)) {
             tracing::info!(%room, %peer, "a member left; re-keying without it");
-            self.rotate(room, statement, Then::Nothing);
+            self.rotate(room, statement, |_| Then::Nothing);
         }
     }
 
@@ -1037,7 +993,7 @@ impl EventLoop {
             .due_rekeys(now, || random::<32>().ok().map(EpochKey::from_bytes));
         for (room, statement) in due {
             tracing::info!(%room, "re-keying a private room");
-            self.rotate(&room, statement, Then::Nothing);
+            self.rotate(&room, statement, |_| Then::Nothing);
         }
     }
 }
