@@ -31,6 +31,7 @@ use crate::network::{NetworkConfig, NetworkError};
 use crate::store::key_file::{self, KeyFileError};
 use crate::store::{Store, StoreError};
 
+pub use crate::network::DEFAULT_MAX_CONNECTIONS;
 pub use crate::store::key_file::DEFAULT_LOG_N;
 pub use crate::validation::DEFAULT_AUTHOR_RATE;
 
@@ -57,6 +58,8 @@ pub struct Config {
     pub retention: store::Retention,
     /// Live chat messages one author may send in one room, a second.
     pub author_rate: u32,
+    /// Most connections at once (see [`network::ConnectionCaps`]).
+    pub max_connections: u32,
     /// An invite code to redeem at start, as if `/join CODE` were typed first.
     pub join: Option<String>,
 }
@@ -84,6 +87,9 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("{0}")]
     Startup(String),
+    /// A part of the running node failed (a bug): the run ends in error.
+    #[error("{0}")]
+    Crashed(String),
 }
 
 /// Whether `data_dir` already holds a key file (so a passphrase prompt
@@ -161,6 +167,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         stored,
         rooms: saved.rooms,
         anti_entropy: config.anti_entropy,
+        connections: network::ConnectionCaps::new(config.max_connections),
         private,
         recipient,
     };
@@ -173,18 +180,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .into_iter()
         .collect();
     console::run(client, events, config.json, first_lines).await;
-    if let Err(e) = event_loop.await {
-        tracing::error!("the network task failed: {e}");
-    }
+    let network = event_loop.await;
     // The event loop is gone, and with it the last store handle: the store
     // thread finishes what was queued and closes the database.
-    if tokio::task::spawn_blocking(move || store_thread.join())
-        .await
-        .is_err()
-    {
-        tracing::error!("the store thread failed");
-    }
+    let store = tokio::task::spawn_blocking(move || store_thread.join()).await;
     drop(data_dir);
+    if let Err(e) = network {
+        return Err(Error::Crashed(format!("the network task failed: {e}")));
+    }
+    if !matches!(store, Ok(Ok(_))) {
+        return Err(Error::Crashed("the store thread failed".to_owned()));
+    }
     Ok(())
 }
 

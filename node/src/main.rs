@@ -96,6 +96,13 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..))]
     author_rate: u32,
 
+    /// Most connections at once. A quarter is kept for those this node
+    /// opens (its bootstrap peers, relays, room members); one address
+    /// (an IPv6 /64) may open at most a sixth of the rest.
+    #[arg(long, env = "PALAVER_MAX_CONNECTIONS", default_value_t = palaver_node::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(8..=65_536))]
+    max_connections: u32,
+
     /// Joins a private room at start with this invite code (as `/join CODE`
     /// typed first): the code says how to reach a member, so no
     /// `--bootstrap` is needed.
@@ -163,7 +170,25 @@ fn passphrase_from_sources(
     Ok(SecretString::from(first))
 }
 
+/// The exit status of a node that hit a bug (BSD's EX_SOFTWARE).
+const EXIT_INTERNAL: i32 = 70;
+
+/// A panic on any thread (the event loop, the store thread, the console)
+/// ends the process with [`EXIT_INTERNAL`] after the usual report: a node
+/// whose network or store died must not linger half alive (announcing
+/// itself but unable to store or send), nor exit 0 at the end of its input
+/// as if nothing happened. A supervisor restarts it; the store is crash-safe.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("node: internal error (a bug); exiting with status {EXIT_INTERNAL}");
+        std::process::exit(EXIT_INTERNAL);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_on_panic();
     let cli = Cli::parse();
     // Logs go to stderr through a queue: a stderr nobody reads costs log
     // lines, never a stalled event loop.
@@ -275,6 +300,7 @@ fn main() -> ExitCode {
         mdns: !cli.no_mdns,
         anti_entropy: std::time::Duration::from_secs(cli.anti_entropy_secs),
         author_rate: cli.author_rate,
+        max_connections: cli.max_connections,
         join: cli.join,
         retention: palaver_node::store::Retention {
             room_messages: usize::try_from(cli.retain_messages).unwrap_or(usize::MAX),

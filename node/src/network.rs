@@ -56,6 +56,36 @@ const EVENT_QUEUE: usize = 8192;
 /// Connections nothing uses are closed after this long.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Most connections at once, unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+
+/// How a node's connection slots are shared out, so that strangers opening
+/// connections to it under fresh peer ids cannot take them all (an eclipse):
+/// a quarter stays for connections this node opens (its bootstrap peers,
+/// relays and room members), and one address may open at most a sixth of
+/// the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    pub total: u32,
+    pub inbound: u32,
+    pub outbound: u32,
+    pub per_address: u32,
+}
+
+impl ConnectionCaps {
+    pub fn new(total: u32) -> Self {
+        let total = total.max(8);
+        let outbound = total / 4;
+        let inbound = total - outbound;
+        Self {
+            total,
+            inbound,
+            outbound,
+            per_address: (inbound / 6).max(1),
+        }
+    }
+}
+
 /// What the network part of a node needs to know.
 #[derive(Debug)]
 pub struct NetworkConfig {
@@ -75,6 +105,8 @@ pub struct NetworkConfig {
     pub private: Vec<Vec<u8>>,
     /// The age recipient lockboxes are sealed to for this node.
     pub recipient: String,
+    /// How many connections, and whose.
+    pub connections: ConnectionCaps,
 }
 
 /// Why the network could not start.
@@ -122,6 +154,7 @@ pub fn new(
     config: NetworkConfig,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), NetworkError> {
     let mdns = config.mdns;
+    let caps = config.connections;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -137,7 +170,7 @@ pub fn new(
         .map_err(|e| NetworkError::Transport("relay", e.to_string()))?
         .with_behaviour(
             |key, relay_client| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-                Ok(behaviour::Behaviour::new(key, relay_client, mdns)?)
+                Ok(behaviour::Behaviour::new(key, relay_client, mdns, caps)?)
             },
         )
         .map_err(|e| NetworkError::Behaviour(e.to_string()))?

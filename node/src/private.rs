@@ -28,7 +28,7 @@ pub const MAX_INVITES: usize = 64;
 /// Epochs of a room whose topics a member listens on: the current one and
 /// those before it, so that a member a rotation has not yet reached is
 /// still heard, and a lockbox published on the old topic arrives.
-pub const LISTENED_EPOCHS: usize = 3;
+pub const LISTENED_EPOCHS: usize = palaver_proto::contract::LISTENED_EPOCHS;
 /// Lockboxes a member keeps to publish again for a member who comes back
 /// on an older epoch's topic.
 pub const KEPT_LOCKBOXES: usize = 4;

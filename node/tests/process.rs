@@ -23,6 +23,7 @@ mod process {
     mod lan_discovery;
     mod lifecycle;
     mod malformed_input;
+    mod network_abuse;
     mod private_rooms;
     mod rendezvous_discovery;
 }

@@ -62,6 +62,22 @@ pub const TOPIC_PREFIX: &str = "palaver/2/room/";
 /// Largest gossipsub frame (one length-prefixed RPC, which may carry several
 /// messages) a node reads; a larger one ends the stream. libp2p's default.
 pub const MAX_GOSSIP_FRAME_BYTES: usize = 64 * 1024;
+/// Most rooms a node is in at once, public and private together.
+pub const MAX_ROOMS: usize = 256;
+/// Topics a node listens on for one private room: those of its key's newest
+/// epochs (a public room has one topic).
+pub const LISTENED_EPOCHS: usize = 3;
+/// Most topics a node takes one peer to be subscribed to: a subscription RPC
+/// that would take the peer beyond it is ignored, as are topics that are
+/// neither a public nor a private room's. A node listens on at most
+/// `MAX_ROOMS × LISTENED_EPOCHS` topics, plus one per room for a moment while
+/// its key changes.
+pub const MAX_TOPICS_PER_PEER: usize = MAX_ROOMS * (LISTENED_EPOCHS + 1);
+/// Most bytes of subscriptions and control messages one gossipsub RPC may
+/// carry (gossipsub's default, 16 KiB, is below the hello of a node in
+/// [`MAX_ROOMS`] rooms: a peer reading it with that default would drop the
+/// stream and never learn its topics).
+pub const MAX_GOSSIP_CONTROL_BYTES: usize = MAX_GOSSIP_FRAME_BYTES;
 /// How far a live payload's timestamp may be from the receiver's clock, either
 /// way, before it is ignored as a replay (or as from the future).
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
@@ -328,6 +344,19 @@ mod tests {
         const { assert!(4 + MAX_ENVELOPE_BYTES <= MAX_FETCH_BYTES) };
         // One envelope fits a gossipsub frame with room to spare.
         const { assert!(MAX_ENVELOPE_BYTES * 4 < MAX_GOSSIP_FRAME_BYTES) };
+        // The hello of a node in every room it may be in fits the control
+        // limit: one subscription is its topic and at most 8 bytes of
+        // protobuf framing, a private room listens on LISTENED_EPOCHS topics.
+        let public = TOPIC_PREFIX.len() + ROOM_MAX_LEN + 8;
+        let private = LISTENED_EPOCHS
+            * (crate::private::PRIVATE_TOPIC_PREFIX.len()
+                + 2 * crate::private::DERIVED_ID_BYTES
+                + 8);
+        assert!(MAX_ROOMS * public.max(private) + 8 <= MAX_GOSSIP_CONTROL_BYTES);
+        assert!(
+            MAX_ROOMS * public.max(private) > 16 * 1024,
+            "gossipsub's default would do"
+        );
     }
 
     #[test]

@@ -79,6 +79,13 @@ fn expected() -> BTreeMap<String, String> {
         ("MAX_PAYLOAD_BYTES", contract::MAX_PAYLOAD_BYTES),
         ("MAX_ENVELOPE_BYTES", contract::MAX_ENVELOPE_BYTES),
         ("MAX_GOSSIP_FRAME_BYTES", contract::MAX_GOSSIP_FRAME_BYTES),
+        ("MAX_ROOMS", contract::MAX_ROOMS),
+        ("LISTENED_EPOCHS", contract::LISTENED_EPOCHS),
+        ("MAX_TOPICS_PER_PEER", contract::MAX_TOPICS_PER_PEER),
+        (
+            "MAX_GOSSIP_CONTROL_BYTES",
+            contract::MAX_GOSSIP_CONTROL_BYTES,
+        ),
         (
             "NEGENTROPY_VERSION",
             usize::from(contract::NEGENTROPY_VERSION),

@@ -15,6 +15,10 @@
 //! - `raw_peer` (feature `raw-peer`) builds a bare libp2p peer that speaks a
 //!   node's gossip and catch-up protocols, for tests that play a hostile or
 //!   minimal peer;
+//! - [`lying_relay`] is a relay whose rendezvous answers lie (time-to-live,
+//!   records), for tests of what a node does with a malicious relay;
+//! - [`lying_autonat`] answers AutoNAT dial-back requests with a made-up
+//!   address, for tests of whom a node believes about its reachability;
 //! - [`Output`] reads a node's output lines into `palaver_proto`'s own
 //!   [`Reply`](palaver_proto::line::Reply) and [`Event`](palaver_proto::line::Event).
 //!
@@ -23,6 +27,8 @@
 pub mod binary;
 pub mod lines;
 pub mod log_file;
+pub mod lying_autonat;
+pub mod lying_relay;
 pub mod node;
 pub mod node_command;
 pub mod node_process;

@@ -316,4 +316,14 @@ impl Node {
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.process.try_wait()
+    }
+
+    /// The last lines of its stderr, for an error message.
+    pub fn stderr_tail(&self) -> String {
+        self.process.stderr_tail()
+    }
 }

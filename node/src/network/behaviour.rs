@@ -13,12 +13,19 @@ use palaver_proto::contract;
 
 use super::stream_codec::{CatchUpCodec, RedeemCodec};
 
+mod per_ip;
+mod topics;
+
+/// gossipsub as a node runs it: room topics only.
+pub type Gossipsub = gossipsub::Behaviour<gossipsub::IdentityTransform, topics::Filter>;
+
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub per_ip: per_ip::PerIpLimit,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub gossipsub: gossipsub::Behaviour,
+    pub gossipsub: Gossipsub,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub relay_client: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
@@ -51,6 +58,7 @@ impl Behaviour {
         key: &Keypair,
         relay_client: relay::client::Behaviour,
         enable_mdns: bool,
+        caps: super::ConnectionCaps,
     ) -> Result<Self, BehaviourError> {
         let local = key.public().to_peer_id();
         let mdns = if enable_mdns {
@@ -67,11 +75,14 @@ impl Behaviour {
         Ok(Self {
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
-                    .with_max_established(Some(512))
+                    .with_max_established(Some(caps.total))
+                    .with_max_established_incoming(Some(caps.inbound))
+                    .with_max_established_outgoing(Some(caps.outbound))
                     .with_max_established_per_peer(Some(4))
                     .with_max_pending_incoming(Some(64))
                     .with_max_pending_outgoing(Some(64)),
             ),
+            per_ip: per_ip::PerIpLimit::new(caps.per_address as usize),
             identify: identify::Behaviour::new(
                 identify::Config::new(contract::IDENTIFY_PROTOCOL_VERSION.to_owned(), key.public())
                     .with_agent_version(format!(
@@ -86,12 +97,15 @@ impl Behaviour {
             relay_client,
             dcutr: dcutr::Behaviour::new(local),
             rendezvous: rendezvous::client::Behaviour::new(key.clone()),
-            // Asks peers (relays above all) to dial back, to learn whether this
-            // node is publicly reachable. Private addresses count: a relay on a
+            // Asks its relays (and no one else) to dial back, to learn whether
+            // this node is publicly reachable: a verdict of "public" drops its
+            // reservations, so a stranger that could give one would cut the
+            // node off from its relays. Private addresses count: a relay on a
             // campus or company network is normal.
             autonat: autonat::Behaviour::new(
                 local,
                 autonat::Config {
+                    use_connected: false,
                     only_global_ips: false,
                     boot_delay: Duration::from_secs(2),
                     retry_interval: Duration::from_secs(30),
@@ -154,7 +168,7 @@ pub fn message_id(data: &[u8]) -> gossipsub::MessageId {
     gossipsub::MessageId::new(&contract::message_id(data))
 }
 
-fn gossipsub() -> Result<gossipsub::Behaviour, BehaviourError> {
+fn gossipsub() -> Result<Gossipsub, BehaviourError> {
     let err = |e: &dyn std::fmt::Display| BehaviourError::Gossipsub(e.to_string());
     let config = gossipsub::ConfigBuilder::default()
         // No gossipsub signature, source or sequence number: every payload is
@@ -175,11 +189,16 @@ fn gossipsub() -> Result<gossipsub::Behaviour, BehaviourError> {
         .mesh_outbound_min(1)
         .flood_publish(true)
         .duplicate_cache_time(Duration::from_secs(120))
+        // The hello of a node in every room it may be in, read whole.
+        .max_control_message_size(contract::MAX_GOSSIP_CONTROL_BYTES)
         .build()
         .map_err(|e| err(&e))?;
-    let mut behaviour =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
-            .map_err(|e| err(&e))?;
+    let mut behaviour = Gossipsub::new_with_subscription_filter(
+        gossipsub::MessageAuthenticity::Anonymous,
+        config,
+        topics::filter(),
+    )
+    .map_err(|e| err(&e))?;
     behaviour
         .with_peer_score(peer_score_params(), peer_score_thresholds())
         .map_err(|e| err(&e))?;

@@ -15,6 +15,7 @@ mod bootstrap;
 mod connections;
 mod members;
 mod relays;
+mod scope;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -42,6 +43,8 @@ pub const PUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PUNCHING: usize = 1024;
 /// Most listen addresses kept (relays report circuit addresses too).
 const MAX_LISTEN_ADDRS: usize = 64;
+/// Most external address candidates remembered (what peers said they saw).
+const MAX_CANDIDATES: usize = 32;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -58,6 +61,8 @@ pub struct Reachability {
     members: Members,
     /// Where this node listens, circuits at relays included.
     listen_addrs: Vec<Multiaddr>,
+    /// Addresses of this node that peers said they saw, newest last.
+    candidates: std::collections::VecDeque<Multiaddr>,
     actions: Vec<Action>,
 }
 
@@ -73,6 +78,7 @@ impl Reachability {
             punching: HashMap::new(),
             members: Members::default(),
             listen_addrs: Vec::new(),
+            candidates: std::collections::VecDeque::new(),
             actions: Vec::new(),
         }
     }
@@ -288,6 +294,33 @@ impl Reachability {
         self.relays.addresses_changed(now);
     }
 
+    /// A peer said it sees this node at `addr` (identify's observed address).
+    pub fn external_candidate(&mut self, addr: Multiaddr) {
+        let addr = without_p2p(&addr);
+        if !self.candidates.contains(&addr) {
+            if self.candidates.len() >= MAX_CANDIDATES {
+                self.candidates.pop_front();
+            }
+            self.candidates.push_back(addr);
+        }
+    }
+
+    /// `addr` was confirmed as this node's external address. A confirmation
+    /// names whatever address its AutoNAT server chose to name, so it is
+    /// kept only if this node listens there or a peer saw it there (a
+    /// candidate); any other is withdrawn at once, never advertised.
+    pub fn external_confirmed(&mut self, addr: &Multiaddr, now: Instant) {
+        let bare = without_p2p(addr);
+        let known = self.candidates.contains(&bare)
+            || self.listen_addrs.iter().any(|a| without_p2p(a) == bare);
+        if known {
+            self.addresses_changed(now);
+        } else {
+            tracing::warn!(%addr, "an external address this node never saw was confirmed; withdrawn");
+            self.actions.push(Action::RemoveExternalAddr(addr.clone()));
+        }
+    }
+
     /// AutoNAT's verdict. Reachable directly, the node needs no reservation.
     pub fn nat_status(&mut self, nat: NatStatus) {
         self.nat = nat;
@@ -341,16 +374,28 @@ impl Reachability {
         self.relays.registered(relay, ns, ttl, now);
     }
 
-    /// Room members found at a relay: remember how to reach them, and dial
-    /// those not connected. `is_member` tells who is in a room with this node.
+    /// Room members found at `relay`: remember how to reach them, and dial
+    /// those not connected, at addresses that reach as far as the relay's.
+    /// `is_member` tells who is in a room with this node.
     pub fn discovered(
         &mut self,
+        relay: &PeerId,
         found: impl IntoIterator<Item = (PeerId, Vec<Multiaddr>)>,
         is_member: impl Fn(&PeerId) -> bool,
+        now: Instant,
     ) {
-        let dials = self
-            .members
-            .discovered(self.local, found, &self.connections, is_member);
+        let relay_scope = self
+            .connections
+            .direct_addr(relay)
+            .map_or(scope::Scope::Public, |a| scope::scope_of(&a));
+        let dials = self.members.discovered(
+            self.local,
+            found,
+            &self.connections,
+            is_member,
+            relay_scope,
+            now,
+        );
         self.actions.extend(dials.into_iter().map(Action::Dial));
     }
 
@@ -461,3 +506,12 @@ impl Reachability {
 
 #[cfg(test)]
 mod tests;
+
+/// `addr` without a trailing `/p2p/…`.
+fn without_p2p(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
+}

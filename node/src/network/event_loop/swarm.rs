@@ -33,6 +33,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::CatchUp(e)) => self.on_catch_up(e),
             SwarmEvent::Behaviour(BehaviourEvent::Redeem(e)) => self.on_redeem_event(e),
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::PerIp(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -77,11 +78,12 @@ impl EventLoop {
                 self.reach.listener_closed(listener_id, &addresses, now);
             }
             SwarmEvent::NewExternalAddrCandidate { address } => {
-                tracing::debug!(%address, "external address candidate")
+                tracing::debug!(%address, "external address candidate");
+                self.reach.external_candidate(address);
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "reachable at a confirmed external address");
-                self.reach.addresses_changed(now);
+                self.reach.external_confirmed(&address, now);
             }
             other => tracing::trace!(?other, "swarm event"),
         }
@@ -240,13 +242,21 @@ impl EventLoop {
             } => {
                 tracing::info!(relay = %rendezvous_node, %namespace, ?error, "registration refused; will retry");
             }
-            rendezvous::client::Event::Discovered { registrations, .. } => {
+            rendezvous::client::Event::Discovered {
+                rendezvous_node,
+                registrations,
+                ..
+            } => {
                 let found = registrations
                     .into_iter()
                     .map(|r| (r.record.peer_id(), r.record.addresses().to_vec()));
                 let rooms = &self.rooms;
-                self.reach
-                    .discovered(found, |p| rooms.is_member_anywhere(p));
+                self.reach.discovered(
+                    &rendezvous_node,
+                    found,
+                    |p| rooms.is_member_anywhere(p),
+                    now,
+                );
             }
             rendezvous::client::Event::DiscoverFailed {
                 rendezvous_node,

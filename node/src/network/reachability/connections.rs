@@ -88,6 +88,15 @@ impl Connections {
         self.peers.contains_key(peer)
     }
 
+    /// The address of a direct connection to `peer`, if there is one.
+    pub fn direct_addr(&self, peer: &PeerId) -> Option<Multiaddr> {
+        self.peers
+            .get(peer)?
+            .iter()
+            .find(|c| !c.relayed)
+            .map(|c| c.addr.clone())
+    }
+
     /// Whether some connection to `peer` does not go through a relay.
     pub fn has_direct(&self, peer: &PeerId) -> bool {
         self.peers

@@ -10,11 +10,19 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::action::{Dial, DialPurpose};
 use super::connections::{Connections, age, is_relayed};
+use super::scope::{Scope, may_dial};
 
-/// Most addresses remembered per discovered peer.
-const MAX_ADDRS_PER_PEER: usize = 8;
-/// Most members dialled from one discovery answer.
-pub const MAX_DIALS_PER_DISCOVERY: usize = 64;
+/// Most addresses remembered (and dialled) per discovered peer.
+const MAX_ADDRS_PER_PEER: usize = 4;
+/// Most registrations read from one discovery answer.
+pub const MAX_READ_PER_DISCOVERY: usize = 64;
+/// Most members dialled from one discovery answer: a relay handing out made-up
+/// members at someone else's address cannot turn every member into a flood
+/// of dials to it.
+pub const MAX_DIALS_PER_DISCOVERY: usize = 16;
+/// Most members dialled because a discovery named them, a minute, over all
+/// rooms and relays.
+pub const MAX_DISCOVERY_DIALS_PER_MINUTE: u32 = 128;
 /// Most peers whose discovered addresses are remembered, for redialling.
 const MAX_KNOWN_PEERS: usize = 4096;
 /// Share of a circuit's duration limit after which a fresh one is opened.
@@ -44,24 +52,41 @@ pub struct Members {
     /// When a fresh circuit to each peer was last opened.
     circuit_refreshed: HashMap<PeerId, Instant>,
     mdns_seen: HashSet<PeerId>,
+    /// Discovery dials made in the current minute, and when it began.
+    discovery_dials: (Option<Instant>, u32),
 }
 
 impl Members {
-    /// Members found at a relay: remember how to reach them, and dial those
-    /// not connected. Who is in a room with this node (`is_member`) is the
-    /// last forgotten when too many are known.
+    /// Members found at a relay whose addresses reach as far as `relay`:
+    /// remember how to reach them, and dial those not connected (up to
+    /// [`MAX_DIALS_PER_DISCOVERY`], and [`MAX_DISCOVERY_DIALS_PER_MINUTE`] in
+    /// all). Who is in a room with this node (`is_member`) is the last
+    /// forgotten when too many are known.
     pub fn discovered(
         &mut self,
         local: PeerId,
         found: impl IntoIterator<Item = (PeerId, Vec<Multiaddr>)>,
         connections: &Connections,
         is_member: impl Fn(&PeerId) -> bool,
+        relay: Scope,
+        now: Instant,
     ) -> Vec<Dial> {
         let mut dials = Vec::new();
-        for (peer, mut addrs) in found.into_iter().take(MAX_DIALS_PER_DISCOVERY) {
+        if self
+            .discovery_dials
+            .0
+            .is_none_or(|start| age(now, start) >= Duration::from_secs(60))
+        {
+            self.discovery_dials = (Some(now), 0);
+        }
+        for (peer, addrs) in found.into_iter().take(MAX_READ_PER_DISCOVERY) {
+            let mut addrs: Vec<Multiaddr> =
+                addrs.into_iter().filter(|a| may_dial(a, relay)).collect();
             if peer == local || addrs.is_empty() {
                 continue;
             }
+            addrs.sort_by_key(is_relayed);
+            addrs.dedup();
             addrs.truncate(MAX_ADDRS_PER_PEER);
             if self.known_addrs.len() >= MAX_KNOWN_PEERS && !self.known_addrs.contains_key(&peer) {
                 let victim = self
@@ -75,8 +100,12 @@ impl Members {
                 }
             }
             self.known_addrs.insert(peer, addrs.clone());
-            if !connections.is_connected(&peer) {
+            if !connections.is_connected(&peer)
+                && dials.len() < MAX_DIALS_PER_DISCOVERY
+                && self.discovery_dials.1 < MAX_DISCOVERY_DIALS_PER_MINUTE
+            {
                 tracing::debug!(%peer, ?addrs, "dialling a discovered member");
+                self.discovery_dials.1 += 1;
                 dials.push(member_dial(peer, addrs));
             }
         }

@@ -21,7 +21,7 @@ impl World {
     fn new() -> Self {
         let t0 = Instant::now();
         let relay = PeerId::random();
-        let relay_addr: Multiaddr = format!("/ip4/10.0.0.1/udp/4001/quic-v1/p2p/{relay}")
+        let relay_addr: Multiaddr = format!("/ip4/203.0.113.1/udp/4001/quic-v1/p2p/{relay}")
             .parse()
             .unwrap();
         let mut reach = Reachability::new(PeerId::random(), std::slice::from_ref(&relay_addr), t0);
@@ -56,8 +56,9 @@ impl World {
     fn relayed_member(&mut self, now: Instant) -> PeerId {
         let member = PeerId::random();
         let circuit = self.circuit_to(member);
+        let relay = self.relay;
         self.reach
-            .discovered([(member, vec![circuit.clone()])], MEMBER);
+            .discovered(&relay, [(member, vec![circuit.clone()])], MEMBER, now);
         let id = self.conn();
         self.reach.connected(member, id, circuit, true, now);
         self.reach.take_actions();
@@ -303,8 +304,12 @@ fn a_discovered_member_is_dialled_direct_addresses_first() {
     let member = PeerId::random();
     let circuit = w.circuit_to(member);
     let direct: Multiaddr = "/ip4/192.0.2.7/udp/5000/quic-v1".parse().unwrap();
-    w.reach
-        .discovered([(member, vec![circuit.clone(), direct.clone()])], MEMBER);
+    w.reach.discovered(
+        &w.relay.clone(),
+        [(member, vec![circuit.clone(), direct.clone()])],
+        MEMBER,
+        w.t0,
+    );
     let d = dials(&w.reach.take_actions());
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].addrs, vec![direct, circuit]);
@@ -312,11 +317,13 @@ fn a_discovered_member_is_dialled_direct_addresses_first() {
     // Itself, or one with no address, is not dialled.
     let own = w.reach.local;
     w.reach.discovered(
+        &w.relay.clone(),
         [
             (own, vec!["/ip4/192.0.2.8/tcp/1".parse().unwrap()]),
             (PeerId::random(), vec![]),
         ],
         MEMBER,
+        w.t0,
     );
     assert!(dials(&w.reach.take_actions()).is_empty());
 }
@@ -326,7 +333,12 @@ fn a_lost_member_is_dialled_again_after_a_second() {
     let mut w = World::new();
     let member = PeerId::random();
     let addr: Multiaddr = "/ip4/192.0.2.7/udp/5000/quic-v1".parse().unwrap();
-    w.reach.discovered([(member, vec![addr.clone()])], MEMBER);
+    w.reach.discovered(
+        &w.relay.clone(),
+        [(member, vec![addr.clone()])],
+        MEMBER,
+        w.t0,
+    );
     w.reach.take_actions();
     let id = w.conn();
     w.reach.connected(member, id, addr.clone(), false, w.t0);
@@ -504,4 +516,93 @@ fn of_two_peers_meeting_on_the_lan_the_smaller_id_dials_first() {
     // Seen again while still apart: now it dials either way.
     w.reach.found_on_lan([(other, addr)]);
     assert_eq!(dials(&w.reach.take_actions()).len(), 1);
+}
+
+#[test]
+fn a_confirmed_address_nobody_saw_is_withdrawn_and_one_a_peer_saw_is_kept() {
+    let mut w = World::new();
+    let made_up: Multiaddr = "/ip4/6.6.6.6/tcp/6666".parse().unwrap();
+    w.reach.external_confirmed(&made_up, w.t0);
+    let actions = w.reach.take_actions();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveExternalAddr(x) if *x == made_up)),
+        "{actions:?}"
+    );
+    let seen: Multiaddr = "/ip4/203.0.113.7/udp/4001/quic-v1".parse().unwrap();
+    w.reach.external_candidate(seen.clone());
+    w.reach.external_confirmed(&seen, w.t0);
+    assert!(
+        !w.reach
+            .take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::RemoveExternalAddr(_)))
+    );
+    // Candidates are bounded: the oldest are forgotten first.
+    for i in 0..MAX_CANDIDATES {
+        w.reach
+            .external_candidate(format!("/ip4/198.51.100.{i}/tcp/1").parse().unwrap());
+    }
+    w.reach.external_confirmed(&seen, w.t0);
+    assert!(
+        w.reach
+            .take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::RemoveExternalAddr(_)))
+    );
+}
+
+#[test]
+fn one_discovery_dials_a_bounded_number_of_members_at_addresses_as_public_as_the_relay() {
+    let mut w = World::new();
+    let relay = w.relay;
+    // 64 made-up members, each at eight addresses of someone else's host,
+    // and one at loopback and a private address only.
+    let victim: Vec<Multiaddr> = (0..8)
+        .map(|p| {
+            format!("/ip4/198.51.100.1/tcp/{}", 1000 + p)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut found: Vec<(PeerId, Vec<Multiaddr>)> = (0..64)
+        .map(|_| (PeerId::random(), victim.clone()))
+        .collect();
+    let inside = PeerId::random();
+    found.insert(
+        0,
+        (
+            inside,
+            vec![
+                "/ip4/127.0.0.1/tcp/22".parse().unwrap(),
+                "/ip4/10.0.0.1/tcp/22".parse().unwrap(),
+            ],
+        ),
+    );
+    w.reach.discovered(&relay, found, MEMBER, w.t0);
+    let d = dials(&w.reach.take_actions());
+    assert_eq!(d.len(), members::MAX_DIALS_PER_DISCOVERY);
+    assert!(
+        d.iter()
+            .all(|d| d.addrs.len() <= 4 && d.peer != Some(inside))
+    );
+    // The minute's budget runs out, whatever the relay answers.
+    let mut total = d.len();
+    for _ in 0..20 {
+        let found: Vec<_> = (0..64)
+            .map(|_| (PeerId::random(), victim.clone()))
+            .collect();
+        w.reach.discovered(&relay, found, MEMBER, w.at(10.0));
+        total += dials(&w.reach.take_actions()).len();
+    }
+    assert_eq!(total, members::MAX_DISCOVERY_DIALS_PER_MINUTE as usize);
+    let found: Vec<_> = (0..64)
+        .map(|_| (PeerId::random(), victim.clone()))
+        .collect();
+    w.reach.discovered(&relay, found, MEMBER, w.at(61.0));
+    assert_eq!(
+        dials(&w.reach.take_actions()).len(),
+        members::MAX_DIALS_PER_DISCOVERY
+    );
 }
