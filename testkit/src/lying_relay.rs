@@ -76,6 +76,20 @@ pub fn lying_relay(key: Keypair) -> anyhow::Result<Swarm<LyingBehaviour>> {
         .build())
 }
 
+/// `Message.type` of a discover request.
+pub const DISCOVER: u64 = 3;
+
+/// The `Message.type` of a rendezvous request (0 register, 2 unregister,
+/// [`DISCOVER`]), if it can be read.
+pub fn kind(request: &[u8]) -> Option<u64> {
+    Some(
+        fields(request)?
+            .iter()
+            .find(|f| f.0 == 1)
+            .map_or(0, |f| f.1),
+    )
+}
+
 /// The answer to one rendezvous request, or `None` for a request it does
 /// not understand.
 pub fn answer(request: &[u8], lies: &Lies) -> Option<Vec<u8>> {

@@ -7,7 +7,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{ping, request_response};
 use palaver_proto::line::Event;
 use palaver_testkit::lying_autonat::{LyingAutonatBehaviourEvent, dial_back_claim, lying_autonat};
-use palaver_testkit::lying_relay::{Lies, LyingBehaviourEvent, answer, lying_relay};
+use palaver_testkit::lying_relay::{
+    DISCOVER, Lies, LyingBehaviourEvent, answer, kind, lying_relay,
+};
 use palaver_testkit::{Node, PROMPT};
 use tokio::runtime::Runtime;
 
@@ -58,8 +60,8 @@ fn a_node_in_250_rooms_with_long_names_is_heard_by_a_peer_that_connects_later() 
 }
 
 /// A lying relay on loopback, run on `rt`: its address (with its peer id),
-/// and a channel told of every rendezvous request it answered.
-fn start_lying_relay(rt: &Runtime, lies: Lies) -> (String, std::sync::mpsc::Receiver<()>) {
+/// and a channel told the kind of every rendezvous request it answered.
+fn start_lying_relay(rt: &Runtime, lies: Lies) -> (String, std::sync::mpsc::Receiver<u64>) {
     let _guard = rt.enter();
     let key = libp2p::identity::Keypair::generate_ed25519();
     let id = key.public().to_peer_id();
@@ -91,7 +93,7 @@ fn start_lying_relay(rt: &Runtime, lies: Lies) -> (String, std::sync::mpsc::Rece
                             .behaviour_mut()
                             .rendezvous
                             .send_response(channel, answer);
-                        let _ = answered_tx.send(());
+                        let _ = answered_tx.send(kind(&request).unwrap_or(u64::MAX));
                     }
                 }
                 _ => {}
@@ -304,4 +306,57 @@ fn strangers_connecting_under_fresh_ids_from_one_host_cannot_keep_a_node_from_it
         strangers <= 5,
         "{strangers} strangers from one host were let in: {peers}"
     );
+}
+
+#[test]
+fn a_relay_naming_made_up_members_at_someone_elses_address_gets_few_dials_sent_there() {
+    let rt = Runtime::new().unwrap();
+    // Someone else's host: eight ports, each counting connections to it.
+    let (count_tx, counted) = std::sync::mpsc::channel();
+    let mut addrs = Vec::new();
+    for _ in 0..8 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        addrs.push(
+            format!(
+                "/ip4/127.0.0.1/tcp/{}",
+                listener.local_addr().unwrap().port()
+            )
+            .parse()
+            .unwrap(),
+        );
+        let tx = count_tx.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                drop(conn);
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // Each discover answer: 64 fresh made-up members at all eight ports.
+    let lies = Lies {
+        ttl: 7200,
+        peers: 64,
+        addrs,
+    };
+    let (relay, answered) = start_lying_relay(&rt, lies);
+    let mut node = Node::start("reflector", "node", &["--bootstrap", &relay]);
+    assert_eq!(node.command("/join lobby")["event"], "ok");
+    // The node dials what an answer names; once it has asked again twice,
+    // it has read at least one answer whole and started all its dials.
+    counted.recv_timeout(PROMPT).unwrap();
+    let mut discovers = 0;
+    while discovers < 2 {
+        if answered.recv_timeout(PROMPT).unwrap() == DISCOVER {
+            discovers += 1;
+        }
+    }
+    let dialled = 1 + counted.try_iter().count();
+    // At most 16 members an answer, four addresses each, 128 dials a minute.
+    assert!(
+        dialled <= 128,
+        "{dialled} connections sent to someone else's host"
+    );
+    assert_eq!(node.command("/id")["event"], "id");
 }
