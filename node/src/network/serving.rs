@@ -173,7 +173,16 @@ impl Serving {
 
     fn add_penalty(&mut self, peer: PeerId, penalty: f64) -> f64 {
         if self.penalties.len() >= MAX_PENALISED && !self.penalties.contains_key(&peer) {
-            self.penalties.clear();
+            // The least penalised is forgotten: clearing the map would give
+            // the worst offenders a clean slate at their next offence.
+            let least = self
+                .penalties
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(p, _)| *p);
+            if let Some(least) = least {
+                self.penalties.remove(&least);
+            }
         }
         let score = self.penalties.entry(peer).or_insert(0.0);
         *score -= penalty;
@@ -275,5 +284,17 @@ mod tests {
         assert_eq!(s.penalise(bad, 2), -2.0);
         assert_eq!(s.penalise(bad, 3), -5.0);
         assert_eq!(s.penalise(PeerId::random(), 1), -1.0);
+    }
+
+    #[test]
+    fn a_full_penalty_table_forgets_the_least_penalised_not_the_worst() {
+        let mut s = Serving::new(Instant::now());
+        let worst = PeerId::random();
+        s.penalise(worst, 50);
+        for _ in 0..MAX_PENALISED + 10 {
+            s.penalise(PeerId::random(), 1);
+        }
+        assert_eq!(s.penalties.len(), MAX_PENALISED);
+        assert_eq!(s.penalise(worst, 1), -51.0);
     }
 }
