@@ -119,11 +119,15 @@ pub async fn change_passphrase(
 pub async fn run(config: Config) -> Result<(), Error> {
     let data_dir = DataDir::open(&config.data_dir)?;
     let path = data_dir.path().to_owned();
-    let (passphrase, log_n) = (config.passphrase.clone(), config.kdf_log_n);
+    // The passphrase moves into the unlock and is wiped (secrecy zeroizes
+    // on drop) as soon as the key file is open: it is not kept for the run.
+    let (passphrase, log_n) = (config.passphrase, config.kdf_log_n);
     let retention = config.retention;
     // scrypt takes a second by design, and RocksDB reads its log: off the runtime.
     let (keys, store, (saved, private)) = tokio::task::spawn_blocking(move || {
-        let (keys, created) = key_file::open_or_create(&path, &passphrase, log_n)?;
+        let opened = key_file::open_or_create(&path, &passphrase, log_n);
+        drop(passphrase);
+        let (keys, created) = opened?;
         if created {
             tracing::info!("created a new identity and key file");
         }

@@ -137,6 +137,20 @@ fn read_passphrase(
     Ok(passphrase)
 }
 
+/// A passphrase file others may read is no secret: say so (the node still starts).
+fn warn_if_others_may_read(file: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(file)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "node: warning: passphrase file {} may be read by other users (mode {:o}); chmod 600 it",
+            file.display(),
+            meta.permissions().mode() & 0o7777
+        );
+    }
+}
+
 fn passphrase_from_sources(
     file: Option<&PathBuf>,
     env: &str,
@@ -144,9 +158,14 @@ fn passphrase_from_sources(
     confirm: bool,
 ) -> Result<SecretString, String> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read passphrase file {}: {e}", file.display()))?;
-        let text = text.strip_suffix('\n').unwrap_or(&text);
+        warn_if_others_may_read(file);
+        // Read into a secret, so that the whole file's copy is wiped too.
+        let read = SecretString::from(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read passphrase file {}: {e}", file.display()))?,
+        );
+        let text = read.expose_secret();
+        let text = text.strip_suffix('\n').unwrap_or(text);
         let text = text.strip_suffix('\r').unwrap_or(text);
         return Ok(SecretString::from(text.to_owned()));
     }
@@ -187,8 +206,22 @@ fn exit_on_panic() {
     }));
 }
 
+/// No core dumps (they would hold the keys), and the process made
+/// non-dumpable, which also keeps its memory and `/proc/<pid>/environ` (a
+/// passphrase given by environment) from other processes of the same user.
+fn no_core_dumps() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        eprintln!("node: warning: cannot turn core dumps off: {e}");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("node: warning: cannot make the process non-dumpable: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     exit_on_panic();
+    no_core_dumps();
     let cli = Cli::parse();
     // Logs go to stderr through a queue: a stderr nobody reads costs log
     // lines, never a stalled event loop.

@@ -16,7 +16,7 @@ use sha2::Sha256;
 /// The encrypted key file in the data dir.
 pub const KEY_FILE: &str = "keys.age";
 /// The plaintext identity file of versions before the key file; imported and removed.
-const LEGACY_IDENTITY_FILE: &str = "identity.key";
+pub const LEGACY_IDENTITY_FILE: &str = "identity.key";
 /// What the decrypted file starts with.
 const MAGIC: &str = palaver_proto::contract::labels::KEY_FILE_MAGIC;
 /// scrypt cost (log2 N) for new key files: about a second and 256 MiB here.
@@ -154,6 +154,14 @@ pub fn open_or_create(
         Ok(bytes) => Ok((decrypt(&path, &bytes, passphrase)?, false)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let legacy_path = dir.join(LEGACY_IDENTITY_FILE);
+            // Only a file of this user's that no one else may write to is
+            // taken for the node's identity.
+            if let Err(e) = crate::data_dir::check_private(&legacy_path, false) {
+                return Err(KeyFileError::Corrupt {
+                    path: legacy_path,
+                    reason: e.to_string(),
+                });
+            }
             let legacy = match fs::read(&legacy_path) {
                 Ok(bytes) => Some(Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
                     KeyFileError::Corrupt {
@@ -244,18 +252,27 @@ fn write(
 }
 
 /// Writes a file readable only by its owner, so that a crash leaves either
-/// the old file or the complete new one.
+/// the old file or the complete new one. The temporary file has a random
+/// name and is created new (`O_EXCL`, which follows no link): nothing
+/// planted beside the key file is written through.
 fn write_private_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut random = [0u8; 8];
+    getrandom::getrandom(&mut random).map_err(io::Error::other)?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension(format!("{suffix}.tmp"));
     let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }
@@ -339,7 +356,12 @@ mod tests {
             keys.keypair.public().to_peer_id(),
             again.keypair.public().to_peer_id()
         );
-        assert!(!dir.join("keys.tmp").exists());
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -657,3 +657,107 @@ fn a_thousand_canaries_leave_no_room_nick_peer_id_or_text_readable_in_the_data_d
     let kinds = [&kinds[..], &[".sst"]].concat();
     assert_nothing_readable(&dir, &ids, &kinds, "after a restart");
 }
+
+/// Whether this test runs as root (it can then make files another user owns).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[test]
+fn a_data_dir_others_may_write_to_or_that_another_user_owns_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("unsafe-dir", "a");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = run_node(&dir, NODE_ARGS, &with_passphrase("p"), "/id\n");
+    run.assert_refused("other users may write to it");
+    assert!(!key_file(&dir).exists(), "nothing is created in it");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if !is_root() {
+        eprintln!("not root: the case of a dir another user owns is skipped");
+        return;
+    }
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let run = run_node(&dir, NODE_ARGS, &with_passphrase("p"), "/id\n");
+    run.assert_refused("belongs to uid 65534");
+}
+
+#[test]
+fn an_identity_planted_by_another_user_is_not_imported() {
+    if !is_root() {
+        eprintln!("not root: cannot make a file another user owns; skipped");
+        return;
+    }
+    let dir = temp_dir("planted-identity", "a");
+    std::fs::create_dir_all(&dir).unwrap();
+    let planted = libp2p::identity::Keypair::generate_ed25519();
+    let file = dir.join("identity.key");
+    std::fs::write(&file, planted.to_protobuf_encoding().unwrap()).unwrap();
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    let run = run_node(&dir, NODE_ARGS, &with_passphrase("p"), "/id\n");
+    run.assert_refused("belongs to uid 65534");
+    assert!(!key_file(&dir).exists());
+}
+
+#[test]
+fn a_link_planted_where_the_key_file_is_written_is_not_written_through() {
+    let dir = temp_dir("planted-link", "a");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = temp_dir("planted-link", "victim").join("victim");
+    std::fs::write(&target, "precious").unwrap();
+    // What the node used to write first, then rename over the key file.
+    std::os::unix::fs::symlink(&target, dir.join("keys.tmp")).unwrap();
+    let run = run_node(&dir, NODE_ARGS, &with_passphrase("p"), "/id\n");
+    run.ready();
+    assert!(key_file(&dir).exists());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    assert!(
+        !std::fs::symlink_metadata(key_file(&dir))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the key file is a file of its own"
+    );
+}
+
+#[test]
+fn a_running_node_cannot_dump_core() {
+    let mut node = Node::start("no-core", "a", &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    // "Max core file size  <soft>  <hard>  bytes"
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+    assert!(node.close_and_wait().success());
+}
+
+#[test]
+fn a_passphrase_file_other_users_may_read_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("readable-pass", "a");
+    let file = temp_dir("readable-pass", "secrets").join("passphrase");
+    std::fs::write(&file, "a passphrase\n").unwrap();
+    let args: Vec<&str> = NODE_ARGS
+        .iter()
+        .copied()
+        .chain(["--passphrase-file", file.to_str().unwrap()])
+        .collect();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = run_node(&dir, &args, &[], "/id\n");
+    run.ready();
+    assert!(
+        run.stderr.contains("may be read by other users"),
+        "{run:#?}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = run_node(&dir, &args, &[], "/id\n");
+    run.ready();
+    assert!(
+        !run.stderr.contains("may be read by other users"),
+        "{run:#?}"
+    );
+}
