@@ -760,4 +760,6 @@ pub fn genesis(
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

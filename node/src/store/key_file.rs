@@ -280,6 +280,8 @@ fn write_private_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
