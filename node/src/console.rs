@@ -6,6 +6,7 @@
 //! in one go: the console never waits for a write unless that queue is full.
 //! The line protocol's records are built here only ([`render`]).
 
+mod nicks;
 mod render;
 
 use std::io::{self, BufRead, Write};
@@ -100,6 +101,8 @@ fn ready(reply: Reply) -> PendingReply {
 
 struct Output {
     json: bool,
+    /// The readable mode's memory of who had each nick first.
+    first_keys: nicks::FirstKeys,
     sink: Sink,
     writer: Option<JoinHandle<()>>,
 }
@@ -123,6 +126,7 @@ impl Output {
         match writer {
             Ok(writer) => Self {
                 json,
+                first_keys: nicks::FirstKeys::default(),
                 sink: Sink::Thread(tx),
                 writer: Some(writer),
             },
@@ -130,6 +134,7 @@ impl Output {
                 tracing::error!("cannot start the stdout writer ({e}); writing stdout directly");
                 Self {
                     json,
+                    first_keys: nicks::FirstKeys::default(),
                     sink: Sink::Direct,
                     writer: None,
                 }
@@ -151,7 +156,8 @@ impl Output {
         let line = if self.json {
             to_json(&event)
         } else {
-            human::event(&event)
+            let note = self.first_keys.note(&event);
+            human::event_noting(&event, note)
         };
         self.write(line).await;
     }

@@ -126,7 +126,16 @@ impl SavedState {
         let mut state = SavedState::default();
         for line in lines {
             match line.split_once(' ')? {
-                ("nick", n) => state.nick = Some(n.parse().ok()?),
+                // A nick saved before its characters were refused (the value
+                // itself is authentic): the default nick, the rooms kept.
+                ("nick", n) => {
+                    state.nick = n.parse().ok();
+                    if state.nick.is_none() {
+                        tracing::warn!(
+                            "the saved nick {n:?} is no longer allowed; /nick NAME sets another"
+                        );
+                    }
+                }
                 ("room", r) => state.rooms.push(r.parse().ok()?),
                 _ => return None,
             }

@@ -72,8 +72,19 @@ pub struct Envelope {
 impl Envelope {
     /// Signs `payload` as the owner of `keypair`.
     pub fn seal(keypair: &Keypair, payload: Payload) -> Result<Self, EnvelopeError> {
+        let bytes = Self::seal_bytes(keypair, &payload.encode())?;
+        Ok(Self {
+            bytes,
+            author: keypair.public().to_peer_id(),
+            payload,
+        })
+    }
+
+    /// The envelope of payload bytes as they are, whether [`Payload::decode`]
+    /// takes them or not: what an older version or another implementation may
+    /// send (tests send with it what [`Payload::encode`] cannot write).
+    pub fn seal_bytes(keypair: &Keypair, body: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         let key = keypair.public().encode_protobuf();
-        let body = payload.encode();
         let (Ok(key_len), Ok(body_len)) = (u8::try_from(key.len()), u16::try_from(body.len()))
         else {
             return Err(EnvelopeError::Signing("key or payload too long".into()));
@@ -83,7 +94,7 @@ impl Envelope {
         bytes.push(key_len);
         bytes.extend_from_slice(&key);
         bytes.extend_from_slice(&body_len.to_be_bytes());
-        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(body);
         let signature = keypair
             .sign(&signed_message(&bytes))
             .map_err(|e| EnvelopeError::Signing(e.to_string()))?;
@@ -92,11 +103,7 @@ impl Envelope {
         };
         bytes.push(sig_len);
         bytes.extend_from_slice(&signature);
-        Ok(Self {
-            bytes,
-            author: keypair.public().to_peer_id(),
-            payload,
-        })
+        Ok(bytes)
     }
 
     /// Decodes and verifies an envelope: the key, the signature over

@@ -108,8 +108,9 @@ impl FromStr for RoomName {
     }
 }
 
-/// A display name: 1-32 characters, no control, invisible or bidirectional
-/// control characters, no outer white space.
+/// A display name: 1-32 characters, no control, invisible, bidirectional
+/// control or line-separator characters, none of the characters the readable
+/// mode sets around a nick ([`is_nick_delimiter`]), no outer white space.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Nick(String);
@@ -127,10 +128,13 @@ impl FromStr for Nick {
         if s.is_empty() {
             return Err(NameError::Empty);
         }
-        if let Some(c) = s
-            .chars()
-            .find(|&c| c.is_control() || is_invisible(c) || is_bidi_control(c))
-        {
+        if let Some(c) = s.chars().find(|&c| {
+            c.is_control()
+                || is_invisible(c)
+                || is_bidi_control(c)
+                || is_line_separator(c)
+                || is_nick_delimiter(c)
+        }) {
             return Err(NameError::BadChar(c));
         }
         if s.trim() != s {
@@ -145,6 +149,57 @@ impl FromStr for Nick {
         }
         Ok(Self(s.to_owned()))
     }
+}
+
+impl Nick {
+    /// A nick as a payload carries it. Nicks written before the delimiters
+    /// and line separators were refused (protocol 2.0 nodes) are still read:
+    /// each such character becomes U+FFFD, so the nick cannot pose as another
+    /// with its fingerprint, and the message it names is not lost. Every other
+    /// rule of [`Nick::from_str`] still holds.
+    pub fn from_wire(s: &str) -> Result<Self, NameError> {
+        s.replace(
+            |c: char| is_nick_delimiter(c) || is_line_separator(c),
+            "\u{FFFD}",
+        )
+        .parse()
+    }
+}
+
+/// Characters the readable mode puts around a nick (`<alice#fingerprint>`)
+/// and their look-alikes: a nick holding one could end early on screen and
+/// show another's nick and fingerprint.
+pub fn is_nick_delimiter(c: char) -> bool {
+    matches!(
+        c,
+        '#' | '<'
+            | '>'
+            | '\u{FF03}' // fullwidth number sign
+            | '\u{FE5F}' // small number sign
+            | '\u{FF1C}' // fullwidth less-than
+            | '\u{FF1E}' // fullwidth greater-than
+            | '\u{FE64}' // small less-than
+            | '\u{FE65}' // small greater-than
+            | '\u{2039}' // single angle quotation marks
+            | '\u{203A}'
+            | '\u{2329}' // angle brackets
+            | '\u{232A}'
+            | '\u{3008}'
+            | '\u{3009}'
+            | '\u{27E8}'
+            | '\u{27E9}'
+            | '\u{276C}'
+            ..='\u{276F}' // ornamental angle brackets
+            | '\u{02C2}' // modifier letter arrowheads
+            | '\u{02C3}'
+    )
+}
+
+/// Line and paragraph separators: a terminal may start a new line at one,
+/// so a message could fake a line of its own (U+0085 is a control character,
+/// refused already).
+pub fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Characters that change the direction of the text around them: in a nick or
@@ -191,11 +246,20 @@ impl FromStr for Text {
         }
         if let Some(c) = s
             .chars()
-            .find(|&c| (c.is_control() && c != '\t') || is_bidi_control(c))
+            .find(|&c| (c.is_control() && c != '\t') || is_bidi_control(c) || is_line_separator(c))
         {
             return Err(NameError::BadChar(c));
         }
         Ok(Self(s.to_owned()))
+    }
+}
+
+impl Text {
+    /// A text as a payload carries it: a line separator written by a
+    /// protocol 2.0 node, which allowed them, becomes U+FFFD (of the same
+    /// length in UTF-8). Every other rule of [`Text::from_str`] still holds.
+    pub fn from_wire(s: &str) -> Result<Self, NameError> {
+        s.replace(is_line_separator, "\u{FFFD}").parse()
     }
 }
 
@@ -305,6 +369,65 @@ mod tests {
         assert!("see \u{202E}this".parse::<Text>().is_err());
         // Joiners inside emoji are fine in a message.
         assert!("👩\u{200D}💻 ok".parse::<Text>().is_ok());
+    }
+
+    #[test]
+    fn nicks_refuse_the_characters_set_around_a_nick_and_their_look_alikes() {
+        for nick in [
+            "alice#Ab3dEf",
+            "<alice",
+            "bob>",
+            "al\u{FF03}ce",
+            "\u{FF1C}bob\u{FF1E}",
+            "a\u{2039}b",
+        ] {
+            assert!(nick.parse::<Nick>().is_err(), "{nick} was taken");
+        }
+        // Other punctuation is fine.
+        assert!("bob (work) [x] @home: ok".parse::<Nick>().is_ok());
+    }
+
+    #[test]
+    fn nicks_and_texts_refuse_line_separators() {
+        assert_eq!(
+            "a\u{2028}b".parse::<Nick>(),
+            Err(NameError::BadChar('\u{2028}'))
+        );
+        assert_eq!(
+            "a\u{2029}b".parse::<Text>(),
+            Err(NameError::BadChar('\u{2029}'))
+        );
+        assert_eq!(
+            "a\u{0085}b".parse::<Text>(),
+            Err(NameError::BadChar('\u{0085}'))
+        );
+    }
+
+    #[test]
+    fn a_nick_or_text_an_older_node_wrote_is_read_with_the_refused_characters_replaced() {
+        assert_eq!(
+            Nick::from_wire("alice#Ab3dEf").unwrap().as_str(),
+            "alice\u{FFFD}Ab3dEf"
+        );
+        assert_eq!(
+            Nick::from_wire("<bob>").unwrap().as_str(),
+            "\u{FFFD}bob\u{FFFD}"
+        );
+        assert_eq!(
+            Text::from_wire("one\u{2028}two").unwrap().as_str(),
+            "one\u{FFFD}two"
+        );
+        // Every other rule holds on the wire.
+        assert!(Nick::from_wire("a\u{1b}[2J").is_err());
+        assert!(Nick::from_wire(&"#".repeat(33)).is_err());
+        assert!(Text::from_wire("a\rb").is_err());
+        assert_eq!(
+            Text::from_wire(&"\u{2028}".repeat(1365))
+                .unwrap()
+                .as_str()
+                .len(),
+            4095
+        );
     }
 
     #[test]

@@ -134,14 +134,12 @@ impl Payload {
         let session = r.u64()?;
         let seq = r.u64()?;
         let room = r.name("room")?;
-        let nick = r.name("nick")?;
+        let nick = r.wire_nick()?;
         let body = match kind {
             1 => {
                 let len = usize::from(r.u16()?);
-                let text = r
-                    .str(len, "text")?
-                    .parse()
-                    .map_err(|error| WireError::Invalid {
+                let text =
+                    Text::from_wire(r.str(len, "text")?).map_err(|error| WireError::Invalid {
                         field: "text",
                         error,
                     })?;
@@ -196,6 +194,15 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn str(&mut self, n: usize, field: &'static str) -> Result<&'a str, WireError> {
         std::str::from_utf8(self.take(n)?).map_err(|_| WireError::NotUtf8(field))
+    }
+
+    /// A nick preceded by its length in one byte, read by [`Nick::from_wire`].
+    pub(crate) fn wire_nick(&mut self) -> Result<Nick, WireError> {
+        let len = usize::from(self.u8()?);
+        Nick::from_wire(self.str(len, "nick")?).map_err(|error| WireError::Invalid {
+            field: "nick",
+            error,
+        })
     }
 
     /// A validated name (room, nick) preceded by its length in one byte.
@@ -281,6 +288,24 @@ mod tests {
         let err = Payload::decode(&bytes).unwrap_err();
         assert!(matches!(err, WireError::Invalid { field: "text", .. }));
         assert!(err.is_malformed());
+    }
+
+    #[test]
+    fn a_payload_from_an_older_node_with_a_nick_delimiter_is_read_with_it_replaced() {
+        let p = Payload {
+            nick: "bobXfoo".parse().unwrap(),
+            ..sample(Body::Chat("aYb".parse().unwrap()))
+        };
+        let mut bytes = p.encode();
+        let at = |bytes: &[u8], c: u8| bytes.iter().rposition(|&b| b == c).unwrap();
+        let x = at(&bytes, b'X');
+        bytes[x] = b'#';
+        // U+2028 in the text: three bytes for the three of "aYb".
+        let y = at(&bytes, b'a');
+        bytes[y..y + 3].copy_from_slice("\u{2028}".as_bytes());
+        let read = Payload::decode(&bytes).unwrap();
+        assert_eq!(read.nick.as_str(), "bob\u{FFFD}foo");
+        assert_eq!(read.body, Body::Chat("\u{FFFD}".parse().unwrap()));
     }
 
     #[test]

@@ -291,6 +291,24 @@ fn the_saved_state_survives_a_reopen_and_a_damaged_one_is_an_error() {
 }
 
 #[test]
+fn a_saved_nick_that_is_no_longer_allowed_falls_back_to_the_default_and_keeps_the_rooms() {
+    let t = TempStore::new("old-nick");
+    // As an older version saved it, before `#` was refused in nicks.
+    let value = t
+        .store()
+        .encrypt_value(STATE_KEY, b"v1\nnick bob#Ab3dEf\nroom lobby\n")
+        .unwrap();
+    t.store().db.put(STATE_KEY, value).unwrap();
+    assert_eq!(
+        t.store().load_state().unwrap(),
+        SavedState {
+            nick: None,
+            rooms: vec!["lobby".parse().unwrap()],
+        }
+    );
+}
+
+#[test]
 fn nothing_readable_reaches_the_disk() {
     let mut t = TempStore::new("plaintext");
     let ann = Keypair::generate_ed25519();

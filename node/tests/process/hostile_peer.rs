@@ -222,3 +222,131 @@ fn garbage_forged_gossip_signed_and_oversized_gossip_is_refused_and_the_node_kee
         && ["mallory after garbage", "gossip-signed"].contains(&v["text"].as_str().unwrap_or(""))));
     drop((victor, mallory, oscar, trudy));
 }
+
+/// Payload bytes of a chat under `nick`, which `Payload::encode` would
+/// refuse to write (an older version or another implementation may send it).
+fn chat_bytes_with_nick(nick: &str, text: &str, seq: u64) -> Vec<u8> {
+    let stand_in = "x".repeat(nick.len());
+    let mut payload = chat_payload(text, seq);
+    payload.nick = stand_in.parse().unwrap();
+    let mut bytes = payload.encode();
+    let at = bytes
+        .windows(stand_in.len())
+        .position(|w| w == stand_in.as_bytes())
+        .unwrap();
+    bytes[at..at + nick.len()].copy_from_slice(nick.as_bytes());
+    bytes
+}
+
+#[test]
+fn a_nick_dressed_as_another_persons_nick_and_fingerprint_is_refused_or_shown_defused() {
+    let rt = Runtime::new().unwrap();
+    let mut victor = Node::start("posing", "victor", &[]);
+    assert_eq!(victor.command("/join lobby")["event"], "ok");
+    let fingerprint = victor.peer_id[victor.peer_id.len() - 16..].to_string();
+
+    // Nobody may pick a nick that holds what the screen sets around one.
+    for nick in [
+        format!("victor#{fingerprint}"),
+        "<victor>".into(),
+        "a\u{2028}b".into(),
+    ] {
+        let reply = victor.command(&format!("/nick {nick}"));
+        assert_eq!(reply["code"], "bad_nick", "{nick:?} was taken: {reply}");
+    }
+
+    // Mallory, a peer of her own, sends one anyway (as an older version
+    // could), and a text with a line separator that could fake a line.
+    let mallory = RawPeer::join(&rt, false, &victor.addr("quic-v1"), &victor.peer_id);
+    let posing = format!("victor#{fingerprint}");
+    let body = chat_bytes_with_nick(&posing, "it's me", 0);
+    mallory.publish(Envelope::seal_bytes(&mallory.key, &body).unwrap());
+    let shown = victor.wait_for("mallory's message", PROMPT, |v| {
+        v["event"] == "message" && v["text"] == "it's me"
+    });
+    assert_eq!(shown["from"], mallory.id.to_string());
+    assert_eq!(shown["nick"], format!("victor\u{FFFD}{fingerprint}"));
+}
+
+/// Reads a readable-mode node's lines until one satisfies `pred`.
+fn wait_for_text(
+    lines: &std::sync::mpsc::Receiver<palaver_testkit::Line>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line for {what}"));
+        if let Some(text) = line.value.as_str()
+            && pred(text)
+        {
+            return text.to_owned();
+        }
+    }
+}
+
+#[test]
+fn the_readable_mode_shows_a_long_fingerprint_and_marks_a_known_nick_under_a_new_key() {
+    let rt = Runtime::new().unwrap();
+    let command = palaver_testkit::NodeCommand::new(
+        palaver_testkit::binary("node"),
+        palaver_testkit::temp_dir("readable-posing", "reader"),
+    )
+    .args([
+        "--no-mdns",
+        "--nick",
+        "reader",
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+    ]);
+    let (tx, lines) = std::sync::mpsc::channel();
+    let mut reader = command.spawn(0, tx).unwrap();
+    let ready = wait_for_text(&lines, "ready", |t| t.contains(", peer id "));
+    let peer_id = ready.rsplit(' ').next().unwrap().to_owned();
+    let listening = wait_for_text(&lines, "listening", |t| t.contains("listening on "));
+    let addr = listening
+        .trim()
+        .trim_start_matches("listening on ")
+        .to_owned();
+    reader.send_line("/join lobby").unwrap();
+    wait_for_text(&lines, "join", |t| t.starts_with("ok: join"));
+
+    let alice = RawPeer::join(&rt, false, &addr, &peer_id);
+    let mut first = chat_payload("alice speaks", 0);
+    first.nick = "alice".parse().unwrap();
+    alice.publish(
+        Envelope::seal(&alice.key, first)
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    );
+    let alice_id = alice.id.to_string();
+    let line = wait_for_text(&lines, "alice's message", |t| t.contains("alice speaks"));
+    assert!(
+        line.contains(&format!(
+            "<alice#{}> alice speaks",
+            &alice_id[alice_id.len() - 16..]
+        )),
+        "{line}"
+    );
+
+    let mallory = RawPeer::join(&rt, false, &addr, &peer_id);
+    let mut posing = chat_payload("alice again, honest", 0);
+    posing.nick = "alice".parse().unwrap();
+    mallory.publish(
+        Envelope::seal(&mallory.key, posing)
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+    );
+    let line = wait_for_text(&lines, "mallory's message", |t| t.contains("alice again"));
+    assert!(
+        line.contains("(another key than the first alice seen)"),
+        "{line}"
+    );
+    reader.close_stdin();
+    reader.wait_exit(PROMPT).unwrap();
+}

@@ -17,22 +17,55 @@ fn clock(ts_ms: u64) -> String {
     )
 }
 
-/// The last six characters of a peer id, enough to tell people apart.
-fn short(peer_id: &str) -> &str {
-    let start = peer_id.len().saturating_sub(6);
+/// Characters of a peer id's end shown as its fingerprint: 16 base58
+/// characters are about 93 bits, beyond any search for a key whose id ends
+/// alike (six were 35 bits, a few hours of key generation).
+pub const FINGERPRINT_CHARS: usize = 16;
+
+/// The fingerprint shown beside a nick: the end of the peer id, as `/id`
+/// prints it whole, so a person can check it against what a friend reads out.
+pub fn fingerprint(peer_id: &str) -> &str {
+    let start = peer_id.len().saturating_sub(FINGERPRINT_CHARS);
     peer_id.get(start..).unwrap_or(peer_id)
+}
+
+fn short(peer_id: &str) -> &str {
+    fingerprint(peer_id)
+}
+
+/// What the console knows of a nick beyond the event itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NickNote {
+    /// This nick was first seen (in this run) with another key: someone may
+    /// be posing as its first owner.
+    pub another_key: bool,
+}
+
+impl NickNote {
+    fn suffix(self, nick: &impl std::fmt::Display) -> String {
+        if self.another_key {
+            format!(" (another key than the first {nick} seen)")
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// Anyone can pick any nick: the end of the author's peer id beside it shows
 /// who really speaks.
 fn message_line(m: &ChatMessage) -> String {
+    message_line_noting(m, NickNote::default())
+}
+
+fn message_line_noting(m: &ChatMessage, note: NickNote) -> String {
     let replay = match (m.replay, m.backdated) {
         (_, true) => " (missed, back-dated)",
         (true, false) => " (missed)",
         (false, false) => "",
     };
     let (ts, room, nick, from, text) = (clock(m.ts), &m.room, &m.nick, short(&m.from), &m.text);
-    format!("{ts} [{room}] <{nick}#{from}> {text}{replay}")
+    let note = note.suffix(nick);
+    format!("{ts} [{room}] <{nick}#{from}>{note} {text}{replay}")
 }
 
 /// One or more lines for a person, without the final newline.
@@ -117,6 +150,11 @@ pub fn reply(r: &Reply) -> String {
 
 /// One or more lines for a person, without the final newline.
 pub fn event(e: &Event) -> String {
+    event_noting(e, NickNote::default())
+}
+
+/// [`event`], with what the console knows of the nick it names.
+pub fn event_noting(e: &Event, note: NickNote) -> String {
     match e {
         Event::Ready {
             peer_id,
@@ -134,13 +172,14 @@ pub fn event(e: &Event) -> String {
             out.push_str("\ntype /join ROOM to enter a room, then type to talk; /quit to leave");
             out
         }
-        Event::Message(m) => message_line(m),
+        Event::Message(m) => message_line_noting(m, note),
         Event::Joined {
             room,
             peer_id,
             nick,
         } => {
-            format!("* {nick} ({}) joined {room}", short(peer_id))
+            let note = note.suffix(nick);
+            format!("* {nick} ({}) joined {room}{note}", short(peer_id))
         }
         Event::Left {
             room,
@@ -154,7 +193,8 @@ pub fn event(e: &Event) -> String {
                 LeaveReason::Timeout => "timed out of",
                 LeaveReason::Removed => "was removed from",
             };
-            format!("* {nick} ({}) {how} {room}", short(peer_id))
+            let note = note.suffix(nick);
+            format!("* {nick} ({}) {how} {room}{note}", short(peer_id))
         }
         Event::PeerConnected {
             peer_id,
@@ -200,7 +240,7 @@ mod tests {
         let m = ChatMessage {
             room: "lobby".parse().unwrap(),
             id: "x".into(),
-            from: "12D3KooWabcdefgh".into(),
+            from: "12D3KooWabcdefghijklmnopq".into(),
             nick: "alice".parse().unwrap(),
             text: "hello".parse().unwrap(),
             ts: 3_723_000,
@@ -209,7 +249,26 @@ mod tests {
         };
         assert_eq!(
             event(&Event::Message(m)),
-            "01:02:03 [lobby] <alice#cdefgh> hello"
+            "01:02:03 [lobby] <alice#bcdefghijklmnopq> hello"
+        );
+    }
+
+    #[test]
+    fn a_nick_seen_first_with_another_key_is_marked() {
+        let m = ChatMessage {
+            room: "lobby".parse().unwrap(),
+            id: "x".into(),
+            from: "12D3KooWzzzzzzzzzzzzzzzzzzzz".into(),
+            nick: "alice".parse().unwrap(),
+            text: "hello".parse().unwrap(),
+            ts: 0,
+            replay: false,
+            backdated: false,
+        };
+        let note = NickNote { another_key: true };
+        assert_eq!(
+            event_noting(&Event::Message(m), note),
+            "00:00:00 [lobby] <alice#zzzzzzzzzzzzzzzz> (another key than the first alice seen) hello"
         );
     }
 
