@@ -353,6 +353,13 @@ impl Rooms {
                     .is_old(&author, payload.session, payload.seq, now)
                 {
                     // From before it left: replayed (or very late), no return.
+                    // A smaller session is refused here too, even though the
+                    // old one timed out: that is exactly what a replay of an
+                    // older session looks like, and an honest node never goes
+                    // back in sessions (they start above every one its store
+                    // says it used). Only a node that lost its store but kept
+                    // its key is refused wrongly, until DEPARTED_MEMORY after
+                    // its timeout (its chat still reaches the history).
                     return Vec::new();
                 }
                 let mut events = Vec::new();
