@@ -3,6 +3,7 @@
 //! beacons. The network event loop feeds it decoded payloads and the time, and
 //! turns what it returns into events and publications.
 
+mod departed;
 mod ordering;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use palaver_proto::{Nick, RoomName};
 
 use crate::api::{Chat, Event};
 
+use departed::Departed;
 use ordering::AuthorOrder;
 pub use ordering::GAP_WAIT;
 
@@ -26,7 +28,8 @@ pub use palaver_proto::contract::{BEACON_INTERVAL, MEMBER_TIMEOUT};
 const BEACON_MIN_GAP: Duration = Duration::from_secs(1);
 /// How long a hurried beacon waits, to answer several newcomers at once.
 const BEACON_HURRY_DELAY: Duration = Duration::from_millis(150);
-/// Most members tracked in one room; more are not shown until some leave.
+/// Most members tracked in one room; more are not shown until some leave
+/// or time out (a live member is never pushed out for a newcomer).
 pub const MAX_MEMBERS: usize = 2048;
 /// Most payloads held back for order in one room, all authors together.
 pub const MAX_HELD_PER_ROOM: usize = 1024;
@@ -36,6 +39,12 @@ pub const MAX_ROOMS: usize = 256;
 /// sort after a newer timestamp it has seen. Far inside the receivers'
 /// allowed skew.
 pub const MAX_CLOCK_LEAD_MS: u64 = 10_000;
+/// Rooms left whose departures are still remembered, should they be joined
+/// again soon.
+const MAX_LEFT_ROOMS: usize = 16;
+/// Sessions reserved on disk at a time: a join needs no write of its own
+/// until half of them are used.
+pub const SESSION_BLOCK: u64 = 1 << 16;
 
 /// A decoded payload waiting for its turn in its author's order.
 #[derive(Debug)]
@@ -63,6 +72,8 @@ struct Room {
     /// The newest timestamp seen in the room: this node stamps its next
     /// payload later than it, so a reply never sorts before what it answers.
     last_ts: u64,
+    /// How far each departed member's payloads had got.
+    departed: Departed,
 }
 
 /// Why a room cannot be joined.
@@ -70,6 +81,9 @@ struct Room {
 pub enum JoinError {
     #[error("already in {MAX_ROOMS} rooms; leave one first")]
     TooManyRooms,
+    /// The next session is not yet on disk (see [`Rooms::sessions_to_save`]).
+    #[error("the store has not yet saved this node's session numbers; try again")]
+    SessionsUnsaved,
 }
 
 /// All rooms this node is in.
@@ -79,10 +93,19 @@ pub struct Rooms {
     /// This node's display name in every room.
     nick: Nick,
     /// The session id given to the room joined last. Each join starts a new
-    /// session, above every earlier one (the first is unix milliseconds at
-    /// start), so receivers never mistake a rejoin's payloads for replays.
+    /// session, above every earlier one (the first is above both unix
+    /// milliseconds at start and every session a previous run used, which
+    /// the store keeps), so receivers never mistake a rejoin's payloads for
+    /// replays.
     last_session: u64,
+    /// Sessions up to this one are on disk as used: a join beyond it waits
+    /// until the store has saved more ([`Rooms::sessions_saved`]).
+    sessions_saved: u64,
+    /// A save of sessions asked for and not yet done.
+    sessions_saving: Option<u64>,
     rooms: BTreeMap<RoomName, Room>,
+    /// The departures of rooms left, for when they are joined again.
+    left: BTreeMap<RoomName, Departed>,
     current: Option<RoomName>,
     /// No deadline of any room comes before this (a lower bound, made exact
     /// by each [`Rooms::tick`]).
@@ -90,15 +113,57 @@ pub struct Rooms {
 }
 
 impl Rooms {
+    /// Rooms of `local`, whose sessions start after `session`. No session
+    /// is waited for: [`Rooms::with_sessions_saved`] says which are on disk.
     pub fn new(local: PeerId, nick: Nick, session: u64) -> Self {
         Self {
             local,
             nick,
             last_session: session,
+            sessions_saved: u64::MAX,
+            sessions_saving: None,
             rooms: BTreeMap::new(),
+            left: BTreeMap::new(),
             current: None,
             wake: None,
         }
+    }
+
+    /// Sessions up to `saved` are on disk as used (the store reserved them at
+    /// start); joins beyond wait for [`Rooms::sessions_saved`].
+    pub fn with_sessions_saved(mut self, saved: u64) -> Self {
+        self.sessions_saved = saved;
+        self
+    }
+
+    /// Sessions to reserve on disk now, if half the reserved ones are used
+    /// and no save is under way: save this value, then call
+    /// [`Rooms::sessions_saved`]. Ask after every payload signed.
+    pub fn sessions_to_save(&mut self) -> Option<u64> {
+        let low = self.last_session.saturating_add(SESSION_BLOCK / 2) > self.sessions_saved;
+        if !low || self.sessions_saving.is_some() {
+            return None;
+        }
+        let until = self.last_session.saturating_add(SESSION_BLOCK);
+        self.sessions_saving = Some(until);
+        Some(until)
+    }
+
+    /// The save of [`Rooms::sessions_to_save`] finished (`ok`), or failed or
+    /// could not be handed over (asked again later).
+    pub fn sessions_saved(&mut self, until: u64, ok: bool) {
+        if self.sessions_saving == Some(until) {
+            self.sessions_saving = None;
+        }
+        if ok {
+            self.sessions_saved = self.sessions_saved.max(until);
+        }
+    }
+
+    /// The session the next room joined starts.
+    #[cfg(test)]
+    pub fn next_session(&self) -> u64 {
+        self.last_session.saturating_add(1)
     }
 
     pub fn nick(&self) -> &Nick {
@@ -147,8 +212,15 @@ impl Rooms {
         if self.rooms.len() >= MAX_ROOMS {
             return Err(JoinError::TooManyRooms);
         }
+        // A session not known to be on disk could be used again after a
+        // crash, below what peers remember: they would take this node's
+        // payloads for old ones.
+        if self.last_session >= self.sessions_saved {
+            return Err(JoinError::SessionsUnsaved);
+        }
         self.current = Some(room.clone());
-        self.last_session += 1;
+        self.last_session = self.last_session.saturating_add(1);
+        let departed = self.left.remove(&room).unwrap_or_default();
         self.rooms.insert(
             room,
             Room {
@@ -158,15 +230,38 @@ impl Rooms {
                 last_beacon: now,
                 next_beacon: now + BEACON_INTERVAL,
                 last_ts: 0,
+                departed,
             },
         );
         self.wake_by(now + BEACON_INTERVAL);
         Ok(true)
     }
 
-    /// Leaves a room. Returns false if not in it.
-    pub fn leave(&mut self, room: &RoomName) -> bool {
-        let was_in = self.rooms.remove(room).is_some();
+    /// Leaves a room. Returns false if not in it. Its departures, and how
+    /// far each present member's payloads had got, are kept for a while, so
+    /// that what this node saw before is not taken as new if it comes back.
+    pub fn leave(&mut self, room: &RoomName, now: Instant) -> bool {
+        let left = self.rooms.remove(room);
+        let was_in = left.is_some();
+        if let Some(mut left) = left {
+            for (peer, m) in left.members.drain() {
+                left.departed.remember(peer, m.order.high_water(), now);
+            }
+            left.departed.expire(now);
+            self.left.insert(room.clone(), left.departed);
+            self.left.retain(|_, d| !d.is_empty());
+            while self.left.len() > MAX_LEFT_ROOMS {
+                let oldest = self
+                    .left
+                    .iter()
+                    .min_by_key(|(_, d)| d.oldest())
+                    .map(|(r, _)| r.clone());
+                match oldest {
+                    Some(r) => self.left.remove(&r),
+                    None => break,
+                };
+            }
+        }
         if self.current.as_ref() == Some(room) {
             self.current = self.rooms.keys().next_back().cloned();
         }
@@ -232,7 +327,10 @@ impl Rooms {
         let held_in_room: usize = room.members.values().map(|m| m.order.held()).sum();
         let released = match room.members.get_mut(&author) {
             Some(m) => {
-                m.last_heard = now;
+                // A replay (nothing above what was taken) is no sign of life.
+                if m.order.is_new(payload.session, payload.seq) {
+                    m.last_heard = now;
+                }
                 let mut released =
                     m.order
                         .push(payload.session, payload.seq, Incoming { id, payload }, now);
@@ -250,16 +348,37 @@ impl Rooms {
                     // Saying goodbye is no way to arrive.
                     return Vec::new();
                 }
+                if room
+                    .departed
+                    .is_old(&author, payload.session, payload.seq, now)
+                {
+                    // From before it left: replayed (or very late), no return.
+                    // A smaller session is refused here too, even though the
+                    // old one timed out: that is exactly what a replay of an
+                    // older session looks like, and an honest node never goes
+                    // back in sessions (they start above every one its store
+                    // says it used). Only a node that lost its store but kept
+                    // its key is refused wrongly, until DEPARTED_MEMORY after
+                    // its timeout (its chat still reaches the history).
+                    return Vec::new();
+                }
                 let mut events = Vec::new();
                 if room.members.len() >= MAX_MEMBERS {
-                    // Full (perhaps of made-up peers): the one silent longest makes room.
-                    if let Some(gone) = room
+                    // Full (perhaps of made-up peers): only a member already
+                    // past its timeout makes room; a live one is never pushed
+                    // out, and the newcomer is not shown until there is room.
+                    let gone = room
                         .members
                         .iter()
+                        .filter(|(_, m)| {
+                            now.saturating_duration_since(m.last_heard) >= MEMBER_TIMEOUT
+                        })
                         .min_by_key(|(_, m)| m.last_heard)
-                        .map(|(p, _)| *p)
-                        && let Some(m) = room.members.remove(&gone)
-                    {
+                        .map(|(p, _)| *p);
+                    let Some(gone) = gone else {
+                        return Vec::new();
+                    };
+                    if let Some(m) = depart(room, &gone, now) {
                         events.push(Event::Left {
                             room: room_name.clone(),
                             peer: gone,
@@ -268,6 +387,7 @@ impl Rooms {
                         });
                     }
                 }
+                room.departed.forget(&author);
                 let mut order = AuthorOrder::new(payload.session, payload.seq);
                 let released = order.push(
                     payload.session,
@@ -302,14 +422,14 @@ impl Rooms {
                     wake_by(&mut self.wake, now + GAP_WAIT);
                 }
                 for incoming in released {
-                    events.extend(apply(room, &room_name, author, incoming));
+                    events.extend(apply(room, &room_name, author, incoming, now));
                 }
                 return events;
             }
         };
         released
             .into_iter()
-            .flat_map(|i| apply(room, &room_name, author, i))
+            .flat_map(|i| apply(room, &room_name, author, i, now))
             .collect()
     }
 
@@ -339,7 +459,7 @@ impl Rooms {
                     _ => continue,
                 };
                 for incoming in released {
-                    events.extend(apply(room, name, author, incoming));
+                    events.extend(apply(room, name, author, incoming, now));
                 }
             }
             let silent: Vec<PeerId> = room
@@ -349,7 +469,7 @@ impl Rooms {
                 .map(|(p, _)| *p)
                 .collect();
             for peer in silent {
-                if let Some(m) = room.members.remove(&peer) {
+                if let Some(m) = depart(room, &peer, now) {
                     events.push(Event::Left {
                         room: name.clone(),
                         peer,
@@ -358,6 +478,7 @@ impl Rooms {
                     });
                 }
             }
+            room.departed.expire(now);
             if room.next_beacon <= now {
                 beacons.push(name.clone());
                 room.last_beacon = now;
@@ -371,8 +492,8 @@ impl Rooms {
     /// Members present in `room`, this node included, by nick.
     /// Takes `peer` off a room's members (removed from a private room):
     /// the `left` event, reason `removed`, if it was present.
-    pub fn remove_member(&mut self, room: &RoomName, peer: &PeerId) -> Option<Event> {
-        let m = self.rooms.get_mut(room)?.members.remove(peer)?;
+    pub fn remove_member(&mut self, room: &RoomName, peer: &PeerId, now: Instant) -> Option<Event> {
+        let m = depart(self.rooms.get_mut(room)?, peer, now)?;
         Some(Event::Left {
             room: room.clone(),
             peer: *peer,
@@ -459,8 +580,22 @@ fn hurry_beacon(room: &mut Room, now: Instant) -> Instant {
     room.next_beacon
 }
 
+/// Takes `peer` off the room's members, remembering how far its payloads
+/// had got (so that a replay of one brings no `joined`).
+fn depart(room: &mut Room, peer: &PeerId, now: Instant) -> Option<MemberState> {
+    let m = room.members.remove(peer)?;
+    room.departed.remember(*peer, m.order.high_water(), now);
+    Some(m)
+}
+
 /// Processes one payload in its author's order.
-fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -> Vec<Event> {
+fn apply(
+    room: &mut Room,
+    name: &RoomName,
+    author: PeerId,
+    incoming: Incoming,
+    now: Instant,
+) -> Vec<Event> {
     let Incoming { id, payload } = incoming;
     let reason = match payload.body {
         Body::Leave => LeaveReason::Left,
@@ -488,7 +623,7 @@ fn apply(room: &mut Room, name: &RoomName, author: PeerId, incoming: Incoming) -
             return vec![Event::Message(message)];
         }
     };
-    match room.members.remove(&author) {
+    match depart(room, &author, now) {
         Some(m) => vec![Event::Left {
             room: name.clone(),
             peer: author,

@@ -23,6 +23,8 @@
 //! - `m` room-tag(16) ts(8, big-endian) id-tag(16) → encrypted envelope
 //! - `r` room-tag(16) ts(8, big-endian) id-tag(16) → sealed message id
 //! - `s/state` → encrypted [`SavedState`] encoding
+//! - `s/sessions` → encrypted `v1\n<session>\n`: every session this node
+//!   used (or reserved) is at or below it (see [`Store::start_sessions`])
 //! - `s/index` → empty: every message has its index row (set once, after
 //!   the index rows of a store from before them were written)
 //! - `s/lockbox-identity` → encrypted age X25519 identity private rooms'
@@ -60,6 +62,7 @@ const VALUE_MAGIC: &[u8] = labels::STORE_VALUE;
 const MESSAGE_PREFIX: u8 = b'm';
 const INDEX_PREFIX: u8 = b'r';
 const STATE_KEY: &[u8] = b"s/state";
+const SESSIONS_KEY: &[u8] = b"s/sessions";
 const INDEXED_KEY: &[u8] = b"s/index";
 const LOCKBOX_IDENTITY_KEY: &[u8] = b"s/lockbox-identity";
 /// A private room's record: `p` and the room's handle tag (as its messages').
@@ -142,6 +145,16 @@ impl SavedState {
         }
         Some(state)
     }
+}
+
+/// Where a run's sessions start (see [`Store::start_sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sessions {
+    /// The first session of the run is the one after this.
+    pub after: u64,
+    /// Sessions up to this one are on disk as used; `None` if none could be
+    /// saved (then nothing waits for the store, as before it kept them).
+    pub saved: Option<u64>,
 }
 
 /// How much history is kept. The oldest messages go first: of their room
@@ -834,6 +847,55 @@ impl Store {
                 .and_then(|data| SavedState::decode(&data))
                 .ok_or_else(|| StoreError::Db("the saved rooms and nick are corrupt".into())),
         }
+    }
+}
+
+impl Store {
+    /// The sessions of a run starting at `now_ms`: after both the clock and
+    /// every session an earlier run used or reserved, the next `block` of
+    /// them reserved on disk at once (so a join seldom waits for a write).
+    /// A record that fails its checks, or a failed write, is logged and the
+    /// clock alone is used.
+    pub fn start_sessions(&self, now_ms: u64, block: u64) -> Sessions {
+        let stored = self.load_sessions().unwrap_or_else(|e| {
+            tracing::warn!(
+                "the record of sessions used is unreadable; the clock alone starts them: {e}"
+            );
+            None
+        });
+        let after = now_ms.max(stored.unwrap_or(0));
+        let until = after.saturating_add(block);
+        let saved = match self.save_sessions(until) {
+            Ok(()) => Some(until),
+            Err(e) => {
+                tracing::warn!("cannot keep the sessions used: {e}");
+                None
+            }
+        };
+        Sessions { after, saved }
+    }
+
+    /// Keeps that every session up to `until` may have been used.
+    pub fn save_sessions(&self, until: u64) -> Result<(), StoreError> {
+        let value = self.encrypt_value(SESSIONS_KEY, format!("v1\n{until}\n").as_bytes())?;
+        Ok(self.db.put(SESSIONS_KEY, value)?)
+    }
+
+    /// What [`Store::save_sessions`] kept last, if anything.
+    pub fn load_sessions(&self) -> Result<Option<u64>, StoreError> {
+        let Some(value) = self.db.get(SESSIONS_KEY)? else {
+            return Ok(None);
+        };
+        let corrupt = || StoreError::Db("the record of sessions used is corrupt".into());
+        let data = self
+            .decrypt_value(SESSIONS_KEY, &value)
+            .ok_or_else(corrupt)?;
+        let text = std::str::from_utf8(&data).map_err(|_| corrupt())?;
+        let number = text
+            .strip_prefix("v1\n")
+            .and_then(|t| t.strip_suffix('\n'))
+            .ok_or_else(corrupt)?;
+        number.parse().map(Some).map_err(|_| corrupt())
     }
 }
 

@@ -26,4 +26,5 @@ mod process {
     mod network_abuse;
     mod private_rooms;
     mod rendezvous_discovery;
+    mod room_state_abuse;
 }

@@ -161,12 +161,17 @@ impl EventLoop {
                 Err(e) => tracing::warn!("a private room's record does not read, left out: {e}"),
             }
         }
+        // Sessions start above every one an earlier run used (kept by the
+        // store), not only above the clock: a run that joined rooms many
+        // times, each join a session, can be ahead of the clock.
+        let sessions = config.store.sessions();
         Self {
             start: Start { listeners, rejoin },
             private,
             recipient: config.recipient,
             reach: Reachability::new(local, &config.bootstrap, now),
-            rooms: Rooms::new(local, config.nick, unix_ms()),
+            rooms: Rooms::new(local, config.nick, sessions.after)
+                .with_sessions_saved(sessions.saved.unwrap_or(u64::MAX)),
             store: config.store,
             stored: config.stored,
             catch_ups: CatchUps::new(
@@ -298,6 +303,7 @@ impl EventLoop {
         if self.pending.save_retry.is_some_and(|at| at <= now) {
             self.save_state(None);
         }
+        self.save_sessions();
         let (events, beacons) = self.rooms.tick(now);
         self.emit_room_events(events);
         // After the goodbyes, a beacon would look like a return.

@@ -86,6 +86,26 @@ impl<T> AuthorOrder<T> {
         out
     }
 
+    /// Whether a payload at `(session, seq)` is one not taken before: of a
+    /// later session, or of this one and neither released nor held (a
+    /// skipped one arriving late counts). A replay is not.
+    pub fn is_new(&self, session: u64, seq: u64) -> bool {
+        match session.cmp(&self.session) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal if seq < self.next_seq => self.skipped.contains(&seq),
+            std::cmp::Ordering::Equal => !self.held.contains_key(&seq),
+        }
+    }
+
+    /// The furthest `(session, seq)` taken from this author, released or
+    /// held: everything at or below it is old.
+    pub fn high_water(&self) -> (u64, u64) {
+        let released = self.next_seq.saturating_sub(1);
+        let held = self.held.last_key_value().map_or(0, |(seq, _)| *seq);
+        (self.session, released.max(held))
+    }
+
     /// How many payloads are held.
     pub fn held(&self) -> usize {
         self.held.len()
@@ -184,6 +204,32 @@ mod tests {
         assert!(o.push(1, 2, 'b', now + Duration::from_secs(1)).is_empty());
         // 3 has waited its GAP_WAIT: it goes, with 2 before it.
         assert_eq!(o.expire(now + GAP_WAIT), vec!['b', 'c']);
+    }
+
+    #[test]
+    fn only_a_payload_not_taken_before_is_new() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(3, 0);
+        assert!(o.is_new(3, 0));
+        o.push(3, 0, 'a', now);
+        assert!(!o.is_new(3, 0), "released");
+        assert!(!o.is_new(2, 9), "an earlier session");
+        assert!(o.is_new(3, 1));
+        o.push(3, 2, 'c', now);
+        assert!(!o.is_new(3, 2), "held");
+        assert!(o.is_new(4, 0), "a later session");
+        o.expire(now + GAP_WAIT);
+        assert!(o.is_new(3, 1), "skipped, so still welcome once");
+    }
+
+    #[test]
+    fn the_high_water_counts_what_is_held() {
+        let now = Instant::now();
+        let mut o = AuthorOrder::new(5, 10);
+        o.push(5, 10, 'a', now);
+        assert_eq!(o.high_water(), (5, 10));
+        o.push(5, 14, 'e', now);
+        assert_eq!(o.high_water(), (5, 14));
     }
 
     #[test]

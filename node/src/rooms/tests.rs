@@ -1,5 +1,6 @@
 //! Unit tests of the rooms core: payloads and the time in, events out.
 
+use super::departed::DEPARTED_MEMORY;
 use super::*;
 
 fn room() -> RoomName {
@@ -100,14 +101,14 @@ fn a_replayed_message_is_shown_once() {
 fn rejoining_a_room_starts_a_new_session() {
     let (mut rooms, _, now) = setup();
     let first = rooms.outgoing(&room(), Body::Join, 1).unwrap();
-    rooms.leave(&room());
+    rooms.leave(&room(), now);
     rooms.join(room(), now).unwrap();
     let second = rooms.outgoing(&room(), Body::Join, 1).unwrap();
     assert!(second.session > first.session);
 }
 
 #[test]
-fn a_full_room_makes_room_by_dropping_the_longest_silent() {
+fn a_full_room_never_pushes_out_a_live_member_for_a_newcomer() {
     let (mut rooms, _, now) = setup();
     let first = PeerId::random();
     rooms.on_payload(first, "f".into(), payload(0, Body::Join), now);
@@ -120,9 +121,165 @@ fn a_full_room_makes_room_by_dropping_the_longest_silent() {
             later,
         );
     }
-    let events = rooms.on_payload(PeerId::random(), "n".into(), payload(0, Body::Join), later);
+    // Sybils keep coming: every member is live, so none is shown, none goes.
+    for i in 0..100 {
+        let events = rooms.on_payload(
+            PeerId::random(),
+            format!("s{i}"),
+            payload(0, Body::Join),
+            later,
+        );
+        assert!(events.is_empty(), "{events:?}");
+    }
+    assert!(rooms.is_member(&room(), &first));
+    assert_eq!(rooms.who(&room()).unwrap().len(), MAX_MEMBERS + 1);
+}
+
+#[test]
+fn a_full_room_makes_room_only_by_dropping_a_member_past_its_timeout() {
+    let (mut rooms, _, now) = setup();
+    let first = PeerId::random();
+    rooms.on_payload(first, "f".into(), payload(0, Body::Join), now);
+    let later = now + MEMBER_TIMEOUT - Duration::from_secs(1);
+    for i in 0..MAX_MEMBERS - 1 {
+        rooms.on_payload(
+            PeerId::random(),
+            format!("{i}"),
+            payload(0, Body::Join),
+            later,
+        );
+    }
+    // Silent for MEMBER_TIMEOUT, not yet ticked away: it makes room, truly timed out.
+    let events = rooms.on_payload(
+        PeerId::random(),
+        "n".into(),
+        payload(0, Body::Join),
+        now + MEMBER_TIMEOUT,
+    );
     assert_eq!(texts(&events), ["-Timeout", "+joined"]);
     assert!(matches!(&events[0], Event::Left { peer, .. } if *peer == first));
+}
+
+#[test]
+fn a_departed_members_replayed_payload_brings_no_ghost_joined() {
+    let (mut rooms, bob, now) = setup();
+    let join = payload(0, Body::Join);
+    let hello = chat(1, "hello");
+    rooms.on_payload(bob, "j".into(), join.clone(), now);
+    rooms.on_payload(bob, "h".into(), hello.clone(), now);
+    let ev = rooms.on_payload(bob, "l".into(), payload(2, Body::Leave), now);
+    assert_eq!(texts(&ev), ["-Left"]);
+    // Minutes later, past gossipsub's duplicate cache, within the clock skew.
+    let later = now + Duration::from_secs(200);
+    for (id, replayed) in [("j", join), ("h", hello), ("p", payload(2, Body::Presence))] {
+        let ev = rooms.on_payload(bob, id.into(), replayed, later);
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+    assert!(!rooms.is_member(&room(), &bob));
+    // What it sends after it left is a return.
+    let ev = rooms.on_payload(bob, "b".into(), payload(3, Body::Presence), later);
+    assert_eq!(texts(&ev), ["+joined"]);
+}
+
+#[test]
+fn a_timed_out_members_replayed_payload_brings_no_ghost_joined_but_a_restart_does() {
+    let (mut rooms, bob, now) = setup();
+    rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
+    rooms.on_payload(bob, "p".into(), payload(1, Body::Presence), now);
+    let (ev, _) = rooms.tick(now + MEMBER_TIMEOUT);
+    assert_eq!(texts(&ev), ["-Timeout"]);
+    let later = now + MEMBER_TIMEOUT + Duration::from_secs(1);
+    assert!(
+        rooms
+            .on_payload(bob, "p".into(), payload(1, Body::Presence), later)
+            .is_empty()
+    );
+    let mut restarted = payload(0, Body::Join);
+    restarted.session = 10;
+    let ev = rooms.on_payload(bob, "r".into(), restarted, later);
+    assert_eq!(texts(&ev), ["+joined"]);
+}
+
+#[test]
+fn departures_are_remembered_for_longer_than_any_replay_stays_fresh_then_forgotten() {
+    let (mut rooms, bob, now) = setup();
+    rooms.on_payload(bob, "j".into(), payload(0, Body::Join), now);
+    rooms.on_payload(bob, "l".into(), payload(1, Body::Leave), now);
+    let skew = Duration::from_millis(2 * palaver_proto::contract::MAX_CLOCK_SKEW_MS);
+    // Longer than a payload stays fresh (its author's clock ahead, ours
+    // behind), and than the skew window and gossipsub's duplicate cache.
+    assert!(DEPARTED_MEMORY > skew);
+    assert!(DEPARTED_MEMORY > skew / 2 + Duration::from_secs(120));
+    let almost = now + DEPARTED_MEMORY - Duration::from_secs(1);
+    assert!(
+        rooms
+            .on_payload(bob, "j".into(), payload(0, Body::Join), almost)
+            .is_empty()
+    );
+    rooms.tick(now + DEPARTED_MEMORY);
+    assert_eq!(rooms.rooms[&room()].departed.len(), 0);
+}
+
+#[test]
+fn a_replayed_payload_does_not_keep_a_silent_member_alive() {
+    let (mut rooms, bob, now) = setup();
+    let old = chat(0, "old");
+    rooms.on_payload(bob, "a".into(), old.clone(), now);
+    rooms.on_payload(bob, "b".into(), chat(1, "newer"), now);
+    // Someone replays what bob said, again and again.
+    let mut t = now;
+    while t < now + MEMBER_TIMEOUT {
+        t += Duration::from_secs(3);
+        assert!(rooms.on_payload(bob, "a".into(), old.clone(), t).is_empty());
+    }
+    let (ev, _) = rooms.tick(now + MEMBER_TIMEOUT);
+    assert_eq!(texts(&ev), ["-Timeout"]);
+}
+
+#[test]
+fn a_room_left_and_joined_again_still_knows_what_it_saw() {
+    let (mut rooms, bob, now) = setup();
+    let (carol, join) = (PeerId::random(), payload(0, Body::Join));
+    rooms.on_payload(bob, "j".into(), join.clone(), now);
+    rooms.on_payload(carol, "c".into(), join.clone(), now);
+    rooms.on_payload(bob, "l".into(), payload(1, Body::Leave), now);
+    assert!(rooms.leave(&room(), now));
+    rooms.join(room(), now).unwrap();
+    // Neither the departed one nor one present when this node left comes
+    // back by a replay; carol's next payload does bring her back.
+    assert!(
+        rooms
+            .on_payload(bob, "j".into(), join.clone(), now)
+            .is_empty()
+    );
+    assert!(rooms.on_payload(carol, "c".into(), join, now).is_empty());
+    let ev = rooms.on_payload(carol, "p".into(), payload(1, Body::Presence), now);
+    assert_eq!(texts(&ev), ["+joined"]);
+}
+
+#[test]
+fn sessions_wait_for_the_store_only_when_the_reserved_ones_run_out() {
+    let now = Instant::now();
+    let mut rooms =
+        Rooms::new(PeerId::random(), "me".parse().unwrap(), 1_000).with_sessions_saved(1_003);
+    // Fewer than half a block left: more are asked for at once.
+    let until = rooms.sessions_to_save().unwrap();
+    assert_eq!(until, 1_000 + SESSION_BLOCK);
+    assert_eq!(rooms.sessions_to_save(), None, "one save at a time");
+    for r in ["a", "b", "c"] {
+        rooms.join(r.parse().unwrap(), now).unwrap();
+    }
+    assert_eq!(
+        rooms.join("d".parse().unwrap(), now),
+        Err(JoinError::SessionsUnsaved)
+    );
+    // A failed save is asked for again.
+    rooms.sessions_saved(until, false);
+    let again = rooms.sessions_to_save().unwrap();
+    rooms.sessions_saved(again, true);
+    rooms.join("d".parse().unwrap(), now).unwrap();
+    assert_eq!(rooms.next_session(), 1_005);
+    assert_eq!(rooms.sessions_to_save(), None, "plenty reserved");
 }
 
 #[test]
@@ -248,9 +405,9 @@ fn leaving_the_current_room_falls_back_to_another() {
     let (mut rooms, _, now) = setup();
     rooms.join("b".parse().unwrap(), now).unwrap();
     assert_eq!(rooms.current().map(|r| r.as_str()), Some("b"));
-    assert!(rooms.leave(&"b".parse().unwrap()));
+    assert!(rooms.leave(&"b".parse().unwrap(), now));
     assert_eq!(rooms.current().map(|r| r.as_str()), Some("lobby"));
-    assert!(!rooms.leave(&"b".parse().unwrap()));
+    assert!(!rooms.leave(&"b".parse().unwrap(), now));
 }
 
 #[test]

@@ -309,6 +309,31 @@ fn a_saved_nick_that_is_no_longer_allowed_falls_back_to_the_default_and_keeps_th
 }
 
 #[test]
+fn each_run_starts_its_sessions_above_every_earlier_runs_even_ahead_of_the_clock() {
+    let mut t = TempStore::new("sessions");
+    let first = t.store().start_sessions(1_000, 100);
+    assert_eq!(
+        first,
+        Sessions {
+            after: 1_000,
+            saved: Some(1_100)
+        }
+    );
+    // That run used sessions up to 1_100 and reserved more; the clock went back.
+    t.store().save_sessions(5_000).unwrap();
+    t.reopen();
+    let second = t.store().start_sessions(2_000, 100);
+    assert_eq!(second.after, 5_000);
+    assert_eq!(second.saved, Some(5_100));
+    // A clock ahead of the record wins.
+    assert_eq!(t.store().start_sessions(9_000, 100).after, 9_000);
+    // A damaged record is an error, and the clock alone starts sessions.
+    t.store().db.put(SESSIONS_KEY, b"junk").unwrap();
+    assert!(t.store().load_sessions().is_err());
+    assert_eq!(t.store().start_sessions(3_000, 100).after, 3_000);
+}
+
+#[test]
 fn nothing_readable_reaches_the_disk() {
     let mut t = TempStore::new("plaintext");
     let ann = Keypair::generate_ed25519();

@@ -22,7 +22,7 @@ use palaver_proto::history::reconcile::{ReconcileError, Step};
 use palaver_proto::history::{MAX_FETCH, MessageRef, Refusal, Request, Response};
 use tokio::sync::mpsc;
 
-use super::{Page, SavedState, Store, StoreError, is_chat};
+use super::{Page, SavedState, Sessions, Store, StoreError, is_chat};
 use crate::validation::{self, AuthorRates, LiveCheck, Verdict};
 
 /// Most jobs waiting for the store; beyond this, callers are told it is busy.
@@ -108,6 +108,8 @@ pub enum Query<T: Tickets> {
         state: SavedState,
         ticket: Option<T::Saved>,
     },
+    /// Keep that sessions up to `until` may have been used.
+    SaveSessions { until: u64 },
     /// Seal a signed rotation to every member's recipient (a lockbox).
     Seal {
         recipients: Vec<String>,
@@ -172,6 +174,11 @@ pub enum Done<T: Tickets> {
         ticket: Option<T::Saved>,
         result: Result<(), StoreError>,
     },
+    /// Sessions up to `until` are on disk as used (or not).
+    SessionsSaved {
+        until: u64,
+        result: Result<(), StoreError>,
+    },
     /// A room's history was dropped: how many messages went.
     Forgotten {
         room: RoomName,
@@ -202,6 +209,7 @@ impl<T: Tickets> std::fmt::Debug for Query<T> {
             Self::Serve { .. } => "Query::Serve",
             Self::Latest { .. } => "Query::Latest",
             Self::SaveState { .. } => "Query::SaveState",
+            Self::SaveSessions { .. } => "Query::SaveSessions",
             Self::Forget { .. } => "Query::Forget",
             Self::Seal { .. } => "Query::Seal",
             Self::OpenLockbox { .. } => "Query::OpenLockbox",
@@ -221,6 +229,7 @@ impl<T: Tickets> std::fmt::Debug for Done<T> {
             Self::Served { .. } => "Done::Served",
             Self::Latest { .. } => "Done::Latest",
             Self::StateSaved { .. } => "Done::StateSaved",
+            Self::SessionsSaved { .. } => "Done::SessionsSaved",
             Self::Forgotten { .. } => "Done::Forgotten",
             Self::Sealed { .. } => "Done::Sealed",
             Self::LockboxOpened { .. } => "Done::LockboxOpened",
@@ -232,12 +241,14 @@ impl<T: Tickets> std::fmt::Debug for Done<T> {
 /// A cheap handle to the store thread.
 pub struct StoreHandle<T: Tickets> {
     tx: mpsc::Sender<Job<T>>,
+    sessions: Sessions,
 }
 
 impl<T: Tickets> Clone for StoreHandle<T> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            sessions: self.sessions,
         }
     }
 }
@@ -249,6 +260,11 @@ impl<T: Tickets> std::fmt::Debug for StoreHandle<T> {
 }
 
 impl<T: Tickets> StoreHandle<T> {
+    /// Where this run's sessions start, reserved on disk when the thread started.
+    pub fn sessions(&self) -> Sessions {
+        self.sessions
+    }
+
     /// Whether the queue is full (the event loop is its only writer, so a
     /// `false` here means the next call succeeds).
     pub fn is_full(&self) -> bool {
@@ -309,13 +325,18 @@ pub type Spawned<T> = (StoreHandle<T>, mpsc::Receiver<Done<T>>, JoinHandle<()>);
 /// gone; its answers come on the returned receiver.
 /// Live chat beyond `author_rate` messages a second from one author in one
 /// room is ignored ([`AuthorRates`]).
+///
+/// Before anything else, the sessions of this run are reserved on disk (one
+/// small write, before the event loop exists): the first payload of the run
+/// is already above every session an earlier run used.
 pub fn spawn<T: Tickets>(store: Store, author_rate: u32) -> std::io::Result<Spawned<T>> {
+    let sessions = store.start_sessions(super::unix_ms(), crate::rooms::SESSION_BLOCK);
     let (tx, rx) = mpsc::channel(QUEUE);
     let (done_tx, done_rx) = mpsc::channel(ANSWERS);
     let thread = std::thread::Builder::new()
         .name("store".into())
         .spawn(move || serve(&store, author_rate, rx, &done_tx))?;
-    Ok((StoreHandle { tx }, done_rx, thread))
+    Ok((StoreHandle { tx, sessions }, done_rx, thread))
 }
 
 /// Hands an answer to the event loop; nobody to hand it to means the node is
@@ -528,6 +549,10 @@ fn run<T: Tickets>(store: &Store, query: Query<T>) -> Done<T> {
         Query::SaveState { state, ticket } => Done::StateSaved {
             ticket,
             result: store.save_state(&state),
+        },
+        Query::SaveSessions { until } => Done::SessionsSaved {
+            until,
+            result: store.save_sessions(until),
         },
         Query::Seal {
             recipients,

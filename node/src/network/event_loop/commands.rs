@@ -141,15 +141,16 @@ impl EventLoop {
 
     pub(super) fn join(&mut self, room: RoomName) -> Result<(), Answer> {
         match self.rooms.join(room.clone(), Instant::now()) {
-            Err(e @ JoinError::TooManyRooms) => {
-                return Err(Answer::refused(ErrorCode::TooManyRooms, e.to_string()));
+            Err(e) => {
+                self.save_sessions();
+                return Err(join_refused(e));
             }
             Ok(false) => return Ok(()),
             Ok(true) => {}
         }
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         if let Err(e) = gossipsub.subscribe(&topic(&room)) {
-            self.rooms.leave(&room);
+            self.rooms.leave(&room, Instant::now());
             return Err(Answer::refused(
                 ErrorCode::Internal,
                 format!("cannot subscribe to {room}: {e}"),
@@ -175,7 +176,7 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .unsubscribe(&topic(room));
-        self.rooms.leave(room);
+        self.rooms.leave(room, Instant::now());
         self.reach.room_left(room);
         self.apply_reach_actions();
         self.catch_ups.left(room, Instant::now());
@@ -372,6 +373,15 @@ impl EventLoop {
             replies: reply.into_iter().collect(),
         });
     }
+}
+
+/// The answer to a join the room state refused.
+pub(super) fn join_refused(e: JoinError) -> Answer {
+    let code = match e {
+        JoinError::TooManyRooms => ErrorCode::TooManyRooms,
+        JoinError::SessionsUnsaved => ErrorCode::Busy,
+    };
+    Answer::refused(code, e.to_string())
 }
 
 /// At most `max` characters of `s`.

@@ -22,7 +22,7 @@ use super::super::behaviour::{room_of, topic};
 use super::super::{StoreDone, unix_ms};
 use super::{EventLoop, Responder};
 use crate::api::{Answer, Event};
-use crate::store::worker::Done;
+use crate::store::worker::{Done, Query};
 use crate::validation::{LiveCheck, Verdict};
 
 /// Most gossip messages being verified at once; more are ignored. Half the
@@ -53,6 +53,12 @@ impl EventLoop {
             Done::Served { ticket, response } => self.on_served(ticket, response),
             Done::Latest { room, ticket, page } => self.on_latest(room, ticket, page),
             Done::StateSaved { ticket, result } => self.on_state_saved(ticket, result),
+            Done::SessionsSaved { until, result } => {
+                if let Err(e) = &result {
+                    tracing::warn!("cannot keep the sessions used: {e}");
+                }
+                self.rooms.sessions_saved(until, result.is_ok());
+            }
             Done::Forgotten {
                 room,
                 ticket,
@@ -283,10 +289,21 @@ impl EventLoop {
         let Some(payload) = self.rooms.outgoing(room, body, unix_ms()) else {
             return Err(format!("not in room {room}"));
         };
+        self.save_sessions();
         Envelope::seal(&self.keypair, payload).map_err(|e| {
             tracing::warn!(%room, "cannot sign: {e}");
             e.to_string()
         })
+    }
+
+    /// Reserves more sessions on disk once half of those reserved are used
+    /// (never waiting: a join waits only if they run out first).
+    pub(super) fn save_sessions(&mut self) {
+        if let Some(until) = self.rooms.sessions_to_save()
+            && self.store.query(Query::SaveSessions { until }).is_err()
+        {
+            self.rooms.sessions_saved(until, false);
+        }
     }
 
     /// Publishes this node's next payload (presence, join, leave, quit) in

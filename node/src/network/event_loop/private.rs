@@ -251,7 +251,7 @@ impl EventLoop {
         self.rotate(&room, statement, |_| {
             Then::Reply(reply, Answer::Done("kick"))
         });
-        if let Some(event) = self.rooms.remove_member(&room, &peer) {
+        if let Some(event) = self.rooms.remove_member(&room, &peer, Instant::now()) {
             self.emit(event);
         }
     }
@@ -458,7 +458,7 @@ impl EventLoop {
     /// Enters a private room held: the room state, its topics, its namespace.
     pub(super) fn join_private(&mut self, handle: &RoomName) -> Result<(), Answer> {
         match self.rooms.join(handle.clone(), Instant::now()) {
-            Err(e) => return Err(Answer::refused(ErrorCode::TooManyRooms, e.to_string())),
+            Err(e) => return Err(super::commands::join_refused(e)),
             Ok(false) => return Ok(()),
             Ok(true) => {}
         }
@@ -519,7 +519,7 @@ impl EventLoop {
                 .gossipsub
                 .unsubscribe(&gossipsub::IdentTopic::new(t));
         }
-        self.rooms.leave(room);
+        self.rooms.leave(room, Instant::now());
         self.reach.room_left(room);
         self.apply_reach_actions();
         self.catch_ups.left(room, Instant::now());
@@ -905,7 +905,7 @@ impl EventLoop {
                         .map(|m| m.peer)
                         .collect();
                     for gone in before.iter().filter(|p| !after.contains(p)) {
-                        if let Some(event) = self.rooms.remove_member(&room, gone) {
+                        if let Some(event) = self.rooms.remove_member(&room, gone, Instant::now()) {
                             self.emit(event);
                         }
                     }
