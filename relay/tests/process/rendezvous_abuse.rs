@@ -236,26 +236,52 @@ async fn wave(
     (tally, tasks)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_discover_without_a_namespace_is_refused_and_a_huge_limit_is_clamped_to_100() {
-    let (_relay, relay_addr, relay_id) =
-        start_relay("discover", &["--max-connections-per-ip", "1000"]);
-    let (tally, tasks) = wave(120, Ipv4Addr::LOCALHOST, &relay_addr, "room", false).await;
-    assert_eq!((tally.0, tally.1), (120, 120), "{tally:?}");
-
+/// A relay with `n` registrations of "room", the clients holding them, and
+/// another client connected to it.
+async fn room_of(
+    name: &str,
+    n: usize,
+) -> (
+    Relay,
+    PeerId,
+    Swarm<Client>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let (relay, relay_addr, relay_id) = start_relay(name, &["--max-connections-per-ip", "1000"]);
+    let (tally, tasks) = wave(n, Ipv4Addr::LOCALHOST, &relay_addr, "room", false).await;
+    assert_eq!((tally.0, tally.1), (n, n), "{tally:?}");
     let mut asker = client();
     connect(&mut asker, &relay_addr, Ipv4Addr::LOCALHOST)
         .await
         .unwrap();
+    (relay, relay_id, asker, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discover_without_a_namespace_is_refused() {
+    let (_relay, relay_id, mut asker, tasks) = room_of("everything", 3).await;
     let everything = discover(&mut asker, relay_id, None, Some(10_000)).await;
     assert_eq!(
         everything.map(|r| r.len()),
         Err(rendezvous::ErrorCode::InvalidNamespace)
     );
+    // The room itself is still served.
+    let room = discover(&mut asker, relay_id, Some("room"), None).await;
+    assert_eq!(room.map(|r| r.len()), Ok(3));
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discover_asking_for_ten_thousand_or_for_everything_gets_at_most_100() {
+    let (_relay, relay_id, mut asker, tasks) = room_of("wide", 120).await;
     let wide = discover(&mut asker, relay_id, Some("room"), Some(10_000)).await;
     assert_eq!(wide.map(|r| r.len()), Ok(100));
     let unbounded = discover(&mut asker, relay_id, Some("room"), None).await;
     assert_eq!(unbounded.map(|r| r.len()), Ok(100));
+    let small = discover(&mut asker, relay_id, Some("room"), Some(7)).await;
+    assert_eq!(small.map(|r| r.len()), Ok(7));
     for t in tasks {
         t.abort();
     }
@@ -277,7 +303,6 @@ async fn after_a_sybil_wave_from_one_address_an_honest_client_still_gets_a_reser
     );
     let (tally, sybils) = wave(200, Ipv4Addr::LOCALHOST, &relay_addr, "sybil", true).await;
     // The wave stays connected: what it got, it holds.
-    assert!(tally.0 <= 16, "the relay let {} sybils in", tally.0);
 
     let mut honest = client();
     connect(&mut honest, &relay_addr, Ipv4Addr::new(127, 0, 0, 2))
@@ -326,6 +351,7 @@ async fn after_a_sybil_wave_from_one_address_an_honest_client_still_gets_a_reser
     })
     .await
     .expect("a circuit to the honest client");
+    assert!(tally.0 <= 16, "the relay let {} sybils in", tally.0);
     for t in sybils {
         t.abort();
     }
