@@ -153,7 +153,8 @@ struct Sizes {
     store: (usize, usize, usize),
     /// Reconcile: stores of this many differing by 10, the large store, answers timed per round.
     reconcile: (usize, usize, usize),
-    relay: (usize, usize, usize, Duration),
+    /// Reservations, circuits, rendezvous peers, hold, discovers in the flood.
+    relay: (usize, usize, usize, Duration, usize),
     natlab_trials: usize,
     footprint_restarts: usize,
     idle: footprint::Idle,
@@ -180,7 +181,7 @@ impl Sizes {
             throughput_texts: vec![64, 1024],
             store: (100_000, 20_000, 300),
             reconcile: (10_000, 100_000, 300),
-            relay: (1_000, 100, 1_000, Duration::from_secs(30)),
+            relay: (1_000, 100, 1_000, Duration::from_secs(30), 10_000),
             natlab_trials: 20,
             footprint_restarts: 3,
             idle: footprint::Idle {
@@ -210,7 +211,7 @@ impl Sizes {
             throughput_texts: vec![64],
             store: (5_000, 2_000, 50),
             reconcile: (1_000, 2_000, 30),
-            relay: (100, 10, 100, Duration::from_secs(3)),
+            relay: (100, 10, 100, Duration::from_secs(3), 500),
             natlab_trials: 0,
             footprint_restarts: 1,
             idle: footprint::Idle {
@@ -371,7 +372,7 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
         reconcile::run(&work, set, big, answers),
         reconcile::rows
     );
-    let (reservations, circuits, rendezvous_peers, hold) = sizes.relay;
+    let (reservations, circuits, rendezvous_peers, hold, flood) = sizes.relay;
     bench!(
         Bench::Relay,
         "relay",
@@ -382,6 +383,7 @@ fn suite(cli: &Cli) -> anyhow::Result<bool> {
             circuits,
             rendezvous_peers,
             hold,
+            flood,
         }),
         relay_load::rows
     );

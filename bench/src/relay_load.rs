@@ -3,7 +3,8 @@
 //! against a real `relay` process; its memory, CPU and discover latency,
 //! beside the same relay idle.
 //!
-//! The relay runs as its own process with its default limits, listening on
+//! The relay runs as its own process with its default limits (the per-IP
+//! caps raised: every client is on 127.0.0.1), listening on
 //! loopback TCP and QUIC. The generator is this process: one swarm per client
 //! (its own key; TCP, Noise, Yamux; relay client, rendezvous client and a
 //! small echo protocol), each driven by its own task. The load's clients share
@@ -23,8 +24,9 @@
 //! 1. Idle: the relay's RSS and CPU with no client at all.
 //! 2. Baseline on the idle relay: the probes reserve, two of them open a
 //!    circuit; a room's worth of clients (as many as share a namespace under
-//!    load) register under one namespace and leave (their registrations stay
-//!    for their TTL). Two probes discover that namespace and one echoes
+//!    load) register under one namespace and stay connected (a relay drops
+//!    the registrations of a peer that leaves). Two probes discover that
+//!    namespace and one echoes
 //!    [`ECHO_BYTES`] over the circuit, every [`PROBE_EVERY`] for
 //!    [`IDLE_PROBE`].
 //! 3. Ramp: `reservations` clients connect ([`RAMP_CONCURRENCY`] at a time,
@@ -38,6 +40,9 @@
 //!    times (evenly spread, so the relay sees a steady rate), and the probes
 //!    time discovers of the load's namespaces and echoes as when idle, while
 //!    the relay's RSS and CPU are sampled.
+//! 5. Flood: with the load still connected, one client sends `flood`
+//!    discovers, half without a namespace and half for a loaded room with
+//!    `limit` 10 000 (`flood`), while the relay's RSS is sampled.
 //!
 //! A client is refused when a reservation, registration, circuit, discover
 //! or echo fails or goes unanswered, or when a reservation or circuit it
@@ -59,6 +64,7 @@ use crate::stats::{Latency, ratio};
 
 mod client;
 mod fleet;
+mod flood;
 mod messages;
 mod open_files;
 mod probes;
@@ -92,6 +98,8 @@ pub struct Options {
     pub rendezvous_peers: usize,
     /// How long the full load is held while measured.
     pub hold: Duration,
+    /// Discovers in the flood (half without a namespace, half wide).
+    pub flood: usize,
 }
 
 /// How many of something were asked for and how they ended.
@@ -198,6 +206,9 @@ pub struct Figures {
     pub hold_s: f64,
     pub wall_s: f64,
     pub open_files_limit: u64,
+    /// The discover flood, after the hold.
+    pub flood: flood::Flooded,
+    pub flood_limit: u64,
 }
 
 /// Clients connecting to the relay at once during a ramp.
@@ -345,13 +356,15 @@ async fn measure(
             ramp.reasons.list().join("; ")
         );
     }
-    // Their registrations stay for their TTL: the namespace the probe discovers.
-    room.stop().await;
+    // They stay connected (their registrations go with their connections):
+    // the namespace the probe discovers.
     let start = Instant::now() + Duration::from_millis(50);
     probes.hold(vec![namespace(IDLE_ROOM)], start, start + IDLE_PROBE);
     let idle = probes
         .held(start + IDLE_PROBE + GRACE + Duration::from_secs(5))
-        .await?;
+        .await;
+    room.stop().await;
+    let idle = idle?;
     f.idle_discovers = idle.discovers;
     f.idle_echoes = idle.echoes;
     f.idle_registrations_per_answer = idle.per_answer();
@@ -485,7 +498,22 @@ async fn measure(
     let deadline = until + GRACE + Duration::from_secs(5);
     let load = Summary::of(fleet.held(ramp.reserved.len(), deadline).await?);
     let probed = probes.held(deadline).await?;
+
+    // 5. Flood, the load still connected (its registrations still held).
+    let flooded = match rooms.first() {
+        Some(room) if options.flood > 0 => {
+            Some(flood::flood(&target, pid, options.flood, room).await)
+        }
+        _ => None,
+    };
     fleet.stop().await;
+    if let Some(flooded) = flooded {
+        f.flood = flooded?;
+        f.flood_limit = flood::FLOOD_LIMIT;
+    }
+    if let Some(status) = relay.try_wait() {
+        bail!("the relay exited under the discover flood ({status})");
+    }
     probes.fleet.stop().await;
 
     reasons.merge(&load.reasons);

@@ -7,7 +7,7 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{autonat, connection_limits, identify, ping, relay, rendezvous};
 
-use crate::Limits;
+use crate::{Limits, ip_limits};
 
 /// The protocol version identify announces.
 pub use palaver_proto::contract::IDENTIFY_PROTOCOL_VERSION as PROTOCOL_VERSION;
@@ -15,6 +15,7 @@ pub use palaver_proto::contract::IDENTIFY_PROTOCOL_VERSION as PROTOCOL_VERSION;
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub ip_limits: ip_limits::Behaviour,
     pub relay: relay::Behaviour,
     pub rendezvous: rendezvous::server::Behaviour,
     pub identify: identify::Behaviour,
@@ -46,13 +47,16 @@ impl Behaviour {
                     .with_max_established_per_peer(Some(8))
                     .with_max_pending_incoming(Some(256)),
             ),
+            ip_limits: ip_limits::Behaviour::new(limits.max_connections_per_ip),
             relay: relay::Behaviour::new(local, relay_config),
             rendezvous: rendezvous::server::Behaviour::new(
                 rendezvous::server::Config::default()
                     .with_min_ttl(limits.min_ttl)
                     .with_max_ttl(limits.max_ttl)
                     .with_max_registration_per_peer(limits.max_registrations_per_peer)
-                    .with_max_registration_total(limits.max_registrations),
+                    .with_max_registration_total(limits.max_registrations)
+                    .with_max_registrations_per_ip(limits.max_registrations_per_ip)
+                    .with_max_discover_limit(limits.max_discover_limit),
             ),
             identify: identify::Behaviour::new(
                 identify::Config::new(PROTOCOL_VERSION.to_owned(), key.public())

@@ -5,6 +5,7 @@
 
 mod behaviour;
 mod identity;
+mod ip_limits;
 mod metrics;
 
 use std::io::Write;
@@ -26,6 +27,9 @@ pub use identity::IdentityError;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: u32,
+    /// Most inbound connections from one IPv4 address or IPv6 /48, pending
+    /// and established together (relayed ones not counted).
+    pub max_connections_per_ip: usize,
     pub max_reservations: usize,
     pub max_reservations_per_peer: usize,
     pub reservation_duration: Duration,
@@ -37,6 +41,11 @@ pub struct Limits {
     pub circuit_rate_per_minute: std::num::NonZeroU32,
     pub max_registrations: usize,
     pub max_registrations_per_peer: usize,
+    /// Most rendezvous registrations of peers connected from one IPv4
+    /// address or IPv6 /48.
+    pub max_registrations_per_ip: usize,
+    /// The largest `limit` a discover is answered with (larger ones are clamped).
+    pub max_discover_limit: u64,
     /// Shortest and longest rendezvous registration, seconds.
     pub min_ttl: u64,
     pub max_ttl: u64,
@@ -166,6 +175,7 @@ fn on_behaviour_event(metrics: &Metrics, event: BehaviourEvent) {
         BehaviourEvent::Rendezvous(e) => tracing::debug!(?e, "rendezvous"),
         BehaviourEvent::Autonat(e) => tracing::debug!(?e, "autonat"),
         BehaviourEvent::Limits(never) => match never {},
+        BehaviourEvent::IpLimits(never) => match never {},
     }
 }
 

@@ -49,6 +49,16 @@ struct Cli {
     #[arg(long, env = "PALAVER_RELAY_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: u32,
 
+    /// Most inbound connections from one IPv4 address or one IPv6 /48, pending
+    /// and established together, so that sybils on one host cannot take every
+    /// slot (a NAT shared by many honest nodes needs room too).
+    #[arg(
+        long,
+        env = "PALAVER_RELAY_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 128
+    )]
+    max_connections_per_ip: usize,
+
     /// Most relay reservations at once, all peers together.
     #[arg(long, env = "PALAVER_RELAY_MAX_RESERVATIONS", default_value_t = 2048)]
     max_reservations: usize,
@@ -105,7 +115,7 @@ struct Cli {
     #[arg(
         long,
         env = "PALAVER_RELAY_MAX_REGISTRATIONS",
-        default_value_t = 100_000
+        default_value_t = 20_000
     )]
     max_registrations: usize,
 
@@ -117,12 +127,27 @@ struct Cli {
     )]
     max_registrations_per_peer: usize,
 
+    /// Most rendezvous registrations of peers connected from one IPv4 address
+    /// or one IPv6 /48.
+    #[arg(
+        long,
+        env = "PALAVER_RELAY_MAX_REGISTRATIONS_PER_IP",
+        default_value_t = 1000
+    )]
+    max_registrations_per_ip: usize,
+
+    /// Most registrations one rendezvous discover answers with; a larger
+    /// `limit` is clamped. A discover must name its namespace (room).
+    #[arg(long, env = "PALAVER_RELAY_MAX_DISCOVER_LIMIT", default_value_t = 100)]
+    max_discover_limit: u64,
+
     /// Shortest rendezvous registration accepted, seconds.
     #[arg(long, env = "PALAVER_RELAY_MIN_TTL", default_value_t = 60)]
     min_ttl: u64,
 
-    /// Longest rendezvous registration accepted, seconds.
-    #[arg(long, env = "PALAVER_RELAY_MAX_TTL", default_value_t = 24 * 3600)]
+    /// Longest rendezvous registration accepted, seconds (nodes register for
+    /// 5 minutes and refresh; a peer's registrations also end when it disconnects).
+    #[arg(long, env = "PALAVER_RELAY_MAX_TTL", default_value_t = 2 * 3600)]
     max_ttl: u64,
 }
 
@@ -162,6 +187,7 @@ fn main() -> ExitCode {
         json: cli.json,
         limits: Limits {
             max_connections: cli.max_connections,
+            max_connections_per_ip: cli.max_connections_per_ip,
             max_reservations: cli.max_reservations,
             max_reservations_per_peer: cli.max_reservations_per_peer,
             reservation_duration: Duration::from_secs(cli.reservation_duration),
@@ -173,6 +199,8 @@ fn main() -> ExitCode {
             circuit_rate_per_minute: per_minute(cli.circuit_rate),
             max_registrations: cli.max_registrations,
             max_registrations_per_peer: cli.max_registrations_per_peer,
+            max_registrations_per_ip: cli.max_registrations_per_ip,
+            max_discover_limit: cli.max_discover_limit,
             min_ttl: cli.min_ttl,
             max_ttl: cli.max_ttl,
         },

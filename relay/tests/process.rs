@@ -14,4 +14,5 @@
 mod process {
     mod misbehaving_clients;
     mod operator;
+    mod rendezvous_abuse;
 }

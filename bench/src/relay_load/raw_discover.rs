@@ -53,6 +53,18 @@ impl DiscoverRequest {
         put_len_field(&mut message, MESSAGE_DISCOVER, &discover);
         Self(message)
     }
+
+    /// A discover with no namespace: every room at once (a relay must refuse it).
+    pub(super) fn everything(limit: u64) -> Self {
+        let mut discover = Vec::new();
+        put_key(&mut discover, DISCOVER_LIMIT, VARINT);
+        put_varint(&mut discover, limit);
+        let mut message = Vec::new();
+        put_key(&mut message, MESSAGE_TYPE, VARINT);
+        put_varint(&mut message, DISCOVER);
+        put_len_field(&mut message, MESSAGE_DISCOVER, &discover);
+        Self(message)
+    }
 }
 
 /// What a discover answer said, its records counted, not checked.
@@ -249,6 +261,13 @@ mod tests {
             request.0,
             [0x08, 3, 0x2a, 7, 0x0a, 2, b'a', b'b', 0x10, 0xc8, 0x01]
         );
+    }
+
+    #[test]
+    fn a_discover_for_everything_has_no_namespace() {
+        let request = DiscoverRequest::everything(10_000);
+        // type = 3; discover = { limit = 10000 }
+        assert_eq!(request.0, [0x08, 3, 0x2a, 3, 0x10, 0x90, 0x4e]);
     }
 
     #[test]

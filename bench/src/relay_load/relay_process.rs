@@ -1,5 +1,6 @@
 //! The relay under test, as a process of its own (started by the test kit):
-//! its default limits, loopback TCP and QUIC, its TCP address read from its
+//! its default limits (but for the per-IP ones: every client of the bench
+//! is on 127.0.0.1, so those are raised to the load's size), loopback TCP and QUIC, its TCP address read from its
 //! JSON output, and killed when dropped, so that no path leaves it running.
 
 use std::process::ExitStatus;
@@ -25,10 +26,14 @@ pub(super) struct RelayProcess {
 
 impl RelayProcess {
     pub(super) fn start(options: &Options) -> anyhow::Result<Self> {
+        // Every client, the idle room's and the probes', with room to spare.
+        let per_ip = (options.reservations.saturating_mul(2).saturating_add(1024)).to_string();
         let relay = RelayCommand::new(&options.relay)
             .identity(options.work_dir.join("relay.key"))
             .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
             .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .args(["--max-connections-per-ip", &per_ip])
+            .args(["--max-registrations-per-ip", &per_ip])
             .log("warn")
             .stderr_to(options.work_dir.join("relay.stderr"))
             .start(2)?;

@@ -13,6 +13,8 @@ const B: &str = "relay";
 const RELAY_PART_P50: &str =
     "discover → answer p50, the relay's part (a probe counting the records, not checking them)";
 const LOAD_DISCOVERS: &str = "records counted, not checked; all in this process";
+/// Most records a discover answer may carry (the relay's default clamp).
+const DISCOVER_CLAMP: usize = 100;
 /// Bytes per MB over bytes per MiB.
 const MIB_IN_MB: f64 = 1.048_576;
 
@@ -44,7 +46,7 @@ pub fn rows(f: &Figures) -> Vec<Row> {
     .iter()
     .map(|c| c.failures())
     .sum();
-    vec![
+    let mut rows = vec![
         Row::new(
             B,
             "reservations held to the end of the hold",
@@ -204,6 +206,62 @@ pub fn rows(f: &Figures) -> Vec<Row> {
             "{} cores shared with the relay",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         )),
+    ];
+    rows.extend(flood_rows(f));
+    rows
+}
+
+/// The discover flood's rows: the relay's RSS beside idle, and what the
+/// flood's discovers got.
+fn flood_rows(f: &Figures) -> Vec<Row> {
+    let d = &f.flood;
+    if d.asked == 0 {
+        return Vec::new();
+    }
+    let mean = ratio(d.wide_records as f64, d.wide_answered as f64);
+    vec![
+        Row::new(
+            B,
+            format!(
+                "relay RSS under {} discovers, half without a namespace, half for a room with limit {} ({:.1} s, the load connected)",
+                d.asked, f.flood_limit, d.seconds
+            ),
+            mib(d.rss_peak_mib),
+        )
+        .against(
+            format!(
+                "{} idle, {} before the flood, {} after",
+                mib(f.relay_rss_idle_mib),
+                mib(d.rss_before_mib),
+                mib(d.rss_after_mib)
+            ),
+            ratio(d.rss_peak_mib, f.relay_rss_idle_mib),
+        )
+        .target(
+            format!("≤ {RSS_TARGET_MB:.0} MB"),
+            within_megabytes(d.rss_peak_mib, RSS_TARGET_MB),
+        ),
+        Row::new(
+            B,
+            "discovers without a namespace refused",
+            format!("{}/{}", d.everything_refused, d.everything_asked),
+        )
+        .target(
+            "all refused",
+            d.everything_refused == d.everything_asked,
+        ),
+        Row::new(
+            B,
+            format!("records in a wide discover answer (limit {} asked)", f.flood_limit),
+            format!(
+                "max {}, mean {mean:.0} ({}/{} answered, {} failed)",
+                d.wide_max_records, d.wide_answered, d.wide_asked, d.failed
+            ),
+        )
+        .target(
+            format!("≤ {DISCOVER_CLAMP}"),
+            d.wide_answered > 0 && d.wide_max_records <= DISCOVER_CLAMP,
+        ),
     ]
 }
 

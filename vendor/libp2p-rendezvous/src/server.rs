@@ -19,22 +19,25 @@
 // DEALINGS IN THE SOFTWARE.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     iter,
-    task::{Context, Poll, ready},
+    net::IpAddr,
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bimap::BiMap;
-use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use futures::FutureExt;
 use hashlink::LruCache;
-use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
+use libp2p_core::{Endpoint, Multiaddr, multiaddr::Protocol, transport::PortUse};
 use libp2p_identity::PeerId;
 use libp2p_request_response::ProtocolSupport;
 use libp2p_swarm::{
     ConnectionDenied, ConnectionId, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
-    ToSwarm, behaviour::FromSwarm,
+    ToSwarm,
+    behaviour::{ConnectionClosed, FromSwarm},
 };
+use web_time::Instant;
 
 use crate::{
     MAX_TTL, MIN_TTL,
@@ -46,12 +49,26 @@ pub const MAX_REGISTRATION_PEER: usize = 32;
 /// Default maximum active registrations in total.
 pub const MAX_REGISTRATIONS_TOTAL: usize = 10_000;
 /// Default size of the cache that stores client cookies.
-pub const COOKIES_CACHE_SIZE: usize = 10_000;
+/// Palaver: 1000 instead of 10 000 (each cookie holds a set of ids).
+pub const COOKIES_CACHE_SIZE: usize = 1000;
+/// Palaver: default most registration ids held by all cookies together.
+pub const MAX_COOKIE_IDS: usize = 100_000;
+/// Palaver: default largest `limit` a discover is served with (a larger or
+/// absent limit is clamped to it).
+pub const MAX_DISCOVER_LIMIT: u64 = 100;
+/// Palaver: default most registrations made over connections from one IPv4
+/// address or IPv6 /48.
+pub const MAX_REGISTRATIONS_PER_IP: usize = 1000;
 
 pub struct Behaviour {
     inner: libp2p_request_response::Behaviour<crate::codec::Codec>,
 
     registrations: Registrations,
+
+    /// Palaver: the address block (IPv4 address, IPv6 /48) of each open
+    /// connection, to charge registrations to it. Bounded by the swarm's
+    /// connections.
+    connection_blocks: HashMap<ConnectionId, Option<IpBlock>>,
 }
 
 pub struct Config {
@@ -60,6 +77,10 @@ pub struct Config {
     max_registrations_per_peer: usize,
     max_registrations_total: usize,
     max_cookies: usize,
+    // Palaver: the limits below are ours.
+    max_cookie_ids: usize,
+    max_discover_limit: u64,
+    max_registrations_per_ip: usize,
 }
 
 impl Config {
@@ -87,6 +108,27 @@ impl Config {
         self.max_cookies = max;
         self
     }
+
+    /// Palaver: most registration ids all stored cookies hold together; the
+    /// least recently used cookies are dropped to stay under it.
+    pub fn with_max_cookie_ids(mut self, max: usize) -> Self {
+        self.max_cookie_ids = max;
+        self
+    }
+
+    /// Palaver: the largest `limit` a discover is served with; a larger (or
+    /// absent) limit is clamped to it, not refused. At least 1.
+    pub fn with_max_discover_limit(mut self, max: u64) -> Self {
+        self.max_discover_limit = max.max(1);
+        self
+    }
+
+    /// Palaver: most registrations held for peers connected from one IPv4
+    /// address or one IPv6 /48.
+    pub fn with_max_registrations_per_ip(mut self, max: usize) -> Self {
+        self.max_registrations_per_ip = max;
+        self
+    }
 }
 
 impl Default for Config {
@@ -97,6 +139,9 @@ impl Default for Config {
             max_registrations_per_peer: MAX_REGISTRATION_PEER,
             max_registrations_total: MAX_REGISTRATIONS_TOTAL,
             max_cookies: COOKIES_CACHE_SIZE,
+            max_cookie_ids: MAX_COOKIE_IDS,
+            max_discover_limit: MAX_DISCOVER_LIMIT,
+            max_registrations_per_ip: MAX_REGISTRATIONS_PER_IP,
         }
     }
 }
@@ -112,7 +157,42 @@ impl Behaviour {
             ),
 
             registrations: Registrations::with_config(config),
+            connection_blocks: HashMap::new(),
         }
+    }
+}
+
+/// Palaver: the address block a connection comes from: its IPv4 address, or
+/// the /48 of its IPv6 address (what one site usually holds). An IPv4-mapped
+/// IPv6 address counts as the IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpBlock {
+    V4([u8; 4]),
+    V6([u8; 6]),
+}
+
+impl IpBlock {
+    /// The block of `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => IpBlock::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpBlock::V4(v4.octets()),
+                None => {
+                    let o = v6.octets();
+                    IpBlock::V6([o[0], o[1], o[2], o[3], o[4], o[5]])
+                }
+            },
+        }
+    }
+
+    /// The block of the first IP address in `addr`, if any.
+    pub fn of_addr(addr: &Multiaddr) -> Option<Self> {
+        addr.iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpBlock::of(IpAddr::V4(ip))),
+            Protocol::Ip6(ip) => Some(IpBlock::of(IpAddr::V6(ip))),
+            _ => None,
+        })
     }
 }
 
@@ -157,12 +237,16 @@ impl NetworkBehaviour for Behaviour {
         local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_inbound_connection(
+        let handler = self.inner.handle_established_inbound_connection(
             connection_id,
             peer,
             local_addr,
             remote_addr,
-        )
+        )?;
+        // Palaver: remember where the connection comes from.
+        self.connection_blocks
+            .insert(connection_id, IpBlock::of_addr(remote_addr));
+        Ok(handler)
     }
 
     fn handle_established_outbound_connection(
@@ -173,13 +257,17 @@ impl NetworkBehaviour for Behaviour {
         role_override: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner.handle_established_outbound_connection(
+        let handler = self.inner.handle_established_outbound_connection(
             connection_id,
             peer,
             addr,
             role_override,
             port_use,
-        )
+        )?;
+        // Palaver: remember where the connection goes to.
+        self.connection_blocks
+            .insert(connection_id, IpBlock::of_addr(addr));
+        Ok(handler)
     }
 
     fn on_connection_handler_event(
@@ -208,14 +296,20 @@ impl NetworkBehaviour for Behaviour {
                 match to_swarm {
                     ToSwarm::GenerateEvent(libp2p_request_response::Event::Message {
                         peer: peer_id,
+                        connection_id,
                         message:
                             libp2p_request_response::Message::Request {
                                 request, channel, ..
                             },
-                        ..
                     }) => {
+                        // Palaver: the request is charged to its connection's address block.
+                        let block = self
+                            .connection_blocks
+                            .get(&connection_id)
+                            .copied()
+                            .flatten();
                         if let Some((event, response)) =
-                            handle_request(peer_id, request, &mut self.registrations)
+                            handle_request(peer_id, block, request, &mut self.registrations)
                         {
                             if let Some(resp) = response
                                 && let Err(resp) = self.inner.send_response(channel, resp)
@@ -237,7 +331,8 @@ impl NetworkBehaviour for Behaviour {
                         error,
                         ..
                     }) => {
-                        tracing::warn!(
+                        // Palaver: debug, not warn: any client can cause it at will.
+                        tracing::debug!(
                             %peer,
                             request=%request_id,
                             "Inbound request with peer failed: {error}"
@@ -272,12 +367,31 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        // Palaver: a peer's registrations go with its last connection: a
+        // registration advertises a peer the relay can reach, and one that
+        // has gone must not keep its slots (or be dialled) for the whole ttl.
+        if let FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id,
+            connection_id,
+            remaining_established,
+            ..
+        }) = event
+        {
+            self.connection_blocks.remove(&connection_id);
+            if remaining_established == 0 {
+                let dropped = self.registrations.remove_peer(peer_id);
+                if dropped > 0 {
+                    tracing::debug!(%peer_id, dropped, "registrations of a disconnected peer dropped");
+                }
+            }
+        }
         self.inner.on_swarm_event(event);
     }
 }
 
 fn handle_request(
     peer_id: PeerId,
+    block: Option<IpBlock>,
     message: Message,
     registrations: &mut Registrations,
 ) -> Option<(Event, Option<Message>)> {
@@ -297,7 +411,7 @@ fn handle_request(
 
             let namespace = registration.namespace.clone();
 
-            match registrations.add(registration) {
+            match registrations.add(registration, block) {
                 Ok(registration) => {
                     let response = Message::RegisterResponse(Ok(registration.ttl));
 
@@ -330,6 +444,18 @@ fn handle_request(
             };
 
             Some((event, None))
+        }
+        // Palaver: a discover without a namespace would list every namespace
+        // and every registered peer's addresses: refused.
+        Message::Discover {
+            namespace: None, ..
+        } => {
+            let error = ErrorCode::InvalidNamespace;
+            let event = Event::DiscoverNotServed {
+                enquirer: peer_id,
+                error,
+            };
+            Some((event, Some(Message::DiscoverResponse(Err(error)))))
         }
         Message::Discover {
             namespace,
@@ -366,24 +492,38 @@ fn handle_request(
     }
 }
 
-#[derive(Debug, Eq, PartialEq, Hash, Copy, Clone)]
+/// Palaver: a counter, not a random number: two registrations never share an id.
+#[derive(Debug, Eq, PartialEq, Hash, Copy, Clone, PartialOrd, Ord)]
 struct RegistrationId(u64);
-
-impl RegistrationId {
-    fn new() -> Self {
-        Self(rand::random())
-    }
-}
 
 #[derive(Debug, PartialEq)]
 struct ExpiredRegistration(Registration);
 
+/// Palaver: a registration with what it is charged to and when it ends.
+struct Entry {
+    registration: Registration,
+    block: Option<IpBlock>,
+    expires: Instant,
+}
+
 struct Registrations {
     config: Config,
     registrations_for_peer: BiMap<(PeerId, Namespace), RegistrationId>,
-    registrations: HashMap<RegistrationId, Registration>,
+    registrations: HashMap<RegistrationId, Entry>,
     cookies: LruCache<Cookie, HashSet<RegistrationId>>,
-    next_expiry: FuturesUnordered<BoxFuture<'static, RegistrationId>>,
+    // Palaver: upstream pushed one boxed timer per registration (and kept a
+    // replaced registration until its timer fired). One ordered set of
+    // expiries and one timer for the earliest instead: memory follows the
+    // live registrations.
+    expiries: BTreeSet<(Instant, RegistrationId)>,
+    timer: Option<(Instant, futures_timer::Delay)>,
+    next_id: u64,
+    /// Palaver: registrations per peer and per address block, so that the
+    /// caps cost O(1) (upstream counted by scanning every registration).
+    per_peer: HashMap<PeerId, usize>,
+    per_block: HashMap<IpBlock, usize>,
+    /// Palaver: registration ids held by all cookies together.
+    cookie_ids: usize,
 }
 
 impl Default for Registrations {
@@ -392,69 +532,152 @@ impl Default for Registrations {
     }
 }
 
+/// Palaver: one more in a count map.
+fn count_up<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
+    let n = map.entry(key).or_insert(0);
+    *n = n.saturating_add(1);
+}
+
+/// Palaver: one fewer in a count map, the key gone at zero.
+fn count_down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
+    if let Some(n) = map.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
 impl Registrations {
     fn with_config(config: Config) -> Self {
         Self {
             registrations_for_peer: Default::default(),
             registrations: Default::default(),
-            cookies: LruCache::new(config.max_cookies),
+            // Palaver: at least one entry (LruCache::new(0) holds nothing).
+            cookies: LruCache::new(config.max_cookies.max(1)),
             config,
-            next_expiry: FuturesUnordered::from_iter(vec![futures::future::pending().boxed()]),
+            expiries: BTreeSet::new(),
+            timer: None,
+            next_id: 0,
+            per_peer: HashMap::new(),
+            per_block: HashMap::new(),
+            cookie_ids: 0,
         }
     }
 
-    fn add(&mut self, new_registration: NewRegistration) -> Result<Registration, ErrorCode> {
+    fn add(
+        &mut self,
+        new_registration: NewRegistration,
+        block: Option<IpBlock>,
+    ) -> Result<Registration, ErrorCode> {
         let ttl = new_registration.effective_ttl();
         if ttl > self.config.max_ttl || ttl < self.config.min_ttl {
             return Err(ErrorCode::InvalidTtl);
         }
+        // Palaver: checked, whatever max_ttl is configured.
+        let expires = Instant::now()
+            .checked_add(Duration::from_secs(ttl))
+            .ok_or(ErrorCode::InvalidTtl)?;
 
         let peer = new_registration.record.peer_id();
+        let namespace = new_registration.namespace;
 
-        if self
+        // Palaver: a re-registration of the same (peer, namespace) replaces
+        // the old one, which is dropped now (upstream kept it, and its timer,
+        // until its own ttl ran out). It does not count against the caps.
+        if let Some(old) = self
             .registrations_for_peer
-            .left_values()
-            .filter(|(p, _)| p == &peer)
-            .count()
-            >= self.config.max_registrations_per_peer
-            || self.registrations_for_peer.len() > self.config.max_registrations_total
+            .get_by_left(&(peer, namespace.clone()))
+            .copied()
+        {
+            self.remove_id(old);
+        }
+
+        // Palaver: `>=` (upstream's `>` let the total go one over) and a cap
+        // per address block.
+        if self.per_peer.get(&peer).copied().unwrap_or(0) >= self.config.max_registrations_per_peer
+            || self.registrations.len() >= self.config.max_registrations_total
+            || block.is_some_and(|b| {
+                self.per_block.get(&b).copied().unwrap_or(0) >= self.config.max_registrations_per_ip
+            })
         {
             return Err(ErrorCode::Unavailable);
         }
 
-        let namespace = new_registration.namespace;
-        let registration_id = RegistrationId::new();
+        let registration_id = RegistrationId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
 
-        self.registrations_for_peer.insert(
-            (new_registration.record.peer_id(), namespace.clone()),
-            registration_id,
-        );
+        self.registrations_for_peer
+            .insert((peer, namespace.clone()), registration_id);
 
         let registration = Registration {
             namespace,
             record: new_registration.record,
             ttl,
         };
-        self.registrations
-            .insert(registration_id, registration.clone());
-
-        let next_expiry = futures_timer::Delay::new(Duration::from_secs(ttl))
-            .map(move |_| registration_id)
-            .boxed();
-
-        self.next_expiry.push(next_expiry);
+        self.registrations.insert(
+            registration_id,
+            Entry {
+                registration: registration.clone(),
+                block,
+                expires,
+            },
+        );
+        self.expiries.insert((expires, registration_id));
+        count_up(&mut self.per_peer, peer);
+        if let Some(b) = block {
+            count_up(&mut self.per_block, b);
+        }
 
         Ok(registration)
     }
 
     fn remove(&mut self, namespace: Namespace, peer_id: PeerId) {
-        let reggo_to_remove = self
+        if let Some(id) = self
             .registrations_for_peer
-            .remove_by_left(&(peer_id, namespace));
-
-        if let Some((_, reggo_to_remove)) = reggo_to_remove {
-            self.registrations.remove(&reggo_to_remove);
+            .get_by_left(&(peer_id, namespace))
+            .copied()
+        {
+            self.remove_id(id);
         }
+    }
+
+    /// Palaver: drops every registration of `peer`; returns how many.
+    fn remove_peer(&mut self, peer: PeerId) -> usize {
+        if !self.per_peer.contains_key(&peer) {
+            return 0;
+        }
+        let ids: Vec<RegistrationId> = self
+            .registrations_for_peer
+            .iter()
+            .filter(|((p, _), _)| *p == peer)
+            .map(|(_, id)| *id)
+            .collect();
+        let n = ids.len();
+        for id in ids {
+            self.remove_id(id);
+        }
+        n
+    }
+
+    /// Palaver: drops one registration from every index (cookies included).
+    fn remove_id(&mut self, id: RegistrationId) -> Option<Registration> {
+        let entry = self.registrations.remove(&id)?;
+        self.registrations_for_peer.remove_by_right(&id);
+        self.expiries.remove(&(entry.expires, id));
+        count_down(&mut self.per_peer, entry.registration.record.peer_id());
+        if let Some(b) = entry.block {
+            count_down(&mut self.per_block, b);
+        }
+        let mut held = 0usize;
+        self.cookies.retain(|_, registrations| {
+            registrations.remove(&id);
+            held = held.saturating_add(registrations.len());
+            // retain all cookies where there are still registrations left
+            !registrations.is_empty()
+        });
+        self.cookie_ids = held;
+        Some(entry.registration)
     }
 
     fn get(
@@ -476,10 +699,21 @@ impl Registrations {
             _ => {}
         }
 
+        // Palaver: the cookie's set is taken, not cloned: the new cookie
+        // holds everything the old one did, so the old one is dropped
+        // (upstream kept both, so paging grew memory quadratically).
         let mut reggos_of_last_discover = cookie
-            .and_then(|cookie| self.cookies.get(&cookie))
-            .cloned()
+            .and_then(|cookie| self.cookies.remove(&cookie))
             .unwrap_or_default();
+        self.cookie_ids = self
+            .cookie_ids
+            .saturating_sub(reggos_of_last_discover.len());
+
+        // Palaver: the limit is clamped, never beyond max_discover_limit.
+        let limit = limit
+            .unwrap_or(self.config.max_discover_limit)
+            .min(self.config.max_discover_limit);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
 
         let ids = self
             .registrations_for_peer
@@ -499,7 +733,7 @@ impl Registrations {
                     }
                 }
             })
-            .take(limit.unwrap_or(u64::MAX) as usize)
+            .take(limit)
             .cloned()
             .collect::<Vec<_>>();
 
@@ -508,41 +742,67 @@ impl Registrations {
         let new_cookie = discover_namespace
             .map(Cookie::for_namespace)
             .unwrap_or_else(Cookie::for_all_namespaces);
-        self.cookies
-            .insert(new_cookie.clone(), reggos_of_last_discover);
+        self.store_cookie(new_cookie.clone(), reggos_of_last_discover);
 
         let regs = &self.registrations;
         let registrations = ids
             .into_iter()
-            .map(move |id| regs.get(&id).expect("bad internal data structure"));
+            .filter_map(move |id| regs.get(&id).map(|entry| &entry.registration));
 
         Ok((registrations, new_cookie))
     }
 
+    /// Palaver: keeps a cookie within both caps (count and ids held),
+    /// dropping the least recently used first. A set larger than the whole
+    /// budget is not kept (the client's next page starts over).
+    fn store_cookie(&mut self, cookie: Cookie, ids: HashSet<RegistrationId>) {
+        if ids.len() > self.config.max_cookie_ids {
+            return;
+        }
+        while self.cookies.len() >= self.cookies.capacity()
+            || self.cookie_ids.saturating_add(ids.len()) > self.config.max_cookie_ids
+        {
+            match self.cookies.remove_lru() {
+                Some((_, dropped)) => {
+                    self.cookie_ids = self.cookie_ids.saturating_sub(dropped.len());
+                }
+                None => break,
+            }
+        }
+        self.cookie_ids = self.cookie_ids.saturating_add(ids.len());
+        self.cookies.insert(cookie, ids);
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ExpiredRegistration> {
         loop {
-            let expired_registration = ready!(self.next_expiry.poll_next_unpin(cx)).expect(
-                "This stream should never finish because it is initialised with a pending future",
-            );
-
-            // clean up our cookies
-            self.cookies.retain(|_, registrations| {
-                registrations.remove(&expired_registration);
-
-                // retain all cookies where there are still registrations left
-                !registrations.is_empty()
-            });
-
-            self.registrations_for_peer
-                .remove_by_right(&expired_registration);
-            match self.registrations.remove(&expired_registration) {
-                None => {
-                    continue;
-                }
-                Some(registration) => {
+            let Some(&(at, id)) = self.expiries.first() else {
+                self.timer = None;
+                return Poll::Pending;
+            };
+            let now = Instant::now();
+            if at <= now {
+                self.timer = None;
+                if let Some(registration) = self.remove_id(id) {
                     return Poll::Ready(ExpiredRegistration(registration));
                 }
+                // remove_id always removes the expiry; never loops on it.
+                self.expiries.remove(&(at, id));
+                continue;
             }
+            // Palaver: one timer, armed for the earliest expiry.
+            let timer = match &mut self.timer {
+                Some((armed, timer)) if *armed == at => timer,
+                slot => {
+                    let delay = futures_timer::Delay::new(at.saturating_duration_since(now));
+                    &mut slot.insert((at, delay)).1
+                }
+            };
+            if timer.poll_unpin(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The timer fired: the loop finds the expiry due (or re-arms
+            // for what is left of it).
+            self.timer = None;
         }
     }
 }
@@ -561,8 +821,12 @@ mod tests {
     #[test]
     fn given_cookie_from_discover_when_discover_again_then_only_get_diff() {
         let mut registrations = Registrations::default();
-        registrations.add(new_dummy_registration("foo")).unwrap();
-        registrations.add(new_dummy_registration("foo")).unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
 
         let (initial_discover, cookie) = registrations.get(None, None, None).unwrap();
         assert_eq!(initial_discover.count(), 2);
@@ -574,8 +838,12 @@ mod tests {
     #[test]
     fn given_registrations_when_discover_all_then_all_are_returned() {
         let mut registrations = Registrations::default();
-        registrations.add(new_dummy_registration("foo")).unwrap();
-        registrations.add(new_dummy_registration("foo")).unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
 
         let (discover, _) = registrations.get(None, None, None).unwrap();
 
@@ -586,8 +854,12 @@ mod tests {
     fn given_registrations_when_discover_only_for_specific_namespace_then_only_those_are_returned()
     {
         let mut registrations = Registrations::default();
-        registrations.add(new_dummy_registration("foo")).unwrap();
-        registrations.add(new_dummy_registration("bar")).unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("bar"), None)
+            .unwrap();
 
         let (discover, _) = registrations
             .get(Some(Namespace::from_static("foo")), None, None)
@@ -604,10 +876,10 @@ mod tests {
         let alice = identity::Keypair::generate_ed25519();
         let mut registrations = Registrations::default();
         registrations
-            .add(new_registration("foo", alice.clone(), None))
+            .add(new_registration("foo", alice.clone(), None), None)
             .unwrap();
         registrations
-            .add(new_registration("foo", alice, None))
+            .add(new_registration("foo", alice, None), None)
             .unwrap();
 
         let (discover, _) = registrations
@@ -623,8 +895,12 @@ mod tests {
     #[test]
     fn given_cookie_from_2nd_discover_does_not_return_nodes_from_first_discover() {
         let mut registrations = Registrations::default();
-        registrations.add(new_dummy_registration("foo")).unwrap();
-        registrations.add(new_dummy_registration("foo")).unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
 
         let (initial_discover, cookie1) = registrations.get(None, None, None).unwrap();
         assert_eq!(initial_discover.count(), 2);
@@ -639,8 +915,12 @@ mod tests {
     #[test]
     fn cookie_from_different_discover_request_is_not_valid() {
         let mut registrations = Registrations::default();
-        registrations.add(new_dummy_registration("foo")).unwrap();
-        registrations.add(new_dummy_registration("bar")).unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("bar"), None)
+            .unwrap();
 
         let (_, foo_discover_cookie) = registrations
             .get(Some(Namespace::from_static("foo")), None, None)
@@ -662,10 +942,10 @@ mod tests {
         let start_time = SystemTime::now();
 
         registrations
-            .add(new_dummy_registration_with_ttl("foo", 1))
+            .add(new_dummy_registration_with_ttl("foo", 1), None)
             .unwrap();
         registrations
-            .add(new_dummy_registration_with_ttl("bar", 4))
+            .add(new_dummy_registration_with_ttl("bar", 4), None)
             .unwrap();
 
         let event = registrations.next_event().await;
@@ -696,7 +976,7 @@ mod tests {
         let namespace = dummy_registration.namespace.clone();
         let peer_id = dummy_registration.record.peer_id();
 
-        registrations.add(dummy_registration).unwrap();
+        registrations.add(dummy_registration, None).unwrap();
         registrations.no_event_for(1).await;
         registrations.remove(namespace, peer_id);
 
@@ -714,12 +994,12 @@ mod tests {
             Registrations::with_config(Config::default().with_min_ttl(0).with_max_ttl(10));
         let dummy_registration = new_dummy_registration_with_ttl("foo", 1);
 
-        registrations.add(dummy_registration.clone()).unwrap();
+        registrations.add(dummy_registration.clone(), None).unwrap();
         let _ = registrations.next_event_in_at_most(2).await;
 
         registrations.no_event_for(1).await;
 
-        registrations.add(dummy_registration).unwrap();
+        registrations.add(dummy_registration, None).unwrap();
         let _ = registrations.next_event_in_at_most(2).await;
     }
 
@@ -729,7 +1009,7 @@ mod tests {
             Registrations::with_config(Config::default().with_min_ttl(1).with_max_ttl(10));
 
         registrations
-            .add(new_dummy_registration_with_ttl("foo", 2))
+            .add(new_dummy_registration_with_ttl("foo", 2), None)
             .unwrap();
         let (_, _) = registrations.get(None, None, None).unwrap();
 
@@ -743,8 +1023,12 @@ mod tests {
     #[test]
     fn given_limit_discover_only_returns_n_results() {
         let mut registrations = Registrations::default();
-        registrations.add(new_dummy_registration("foo")).unwrap();
-        registrations.add(new_dummy_registration("foo")).unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
 
         let (registrations, _) = registrations.get(None, None, Some(1)).unwrap();
 
@@ -754,14 +1038,206 @@ mod tests {
     #[test]
     fn given_limit_cookie_can_be_used_for_pagination() {
         let mut registrations = Registrations::default();
-        registrations.add(new_dummy_registration("foo")).unwrap();
-        registrations.add(new_dummy_registration("foo")).unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
 
         let (discover1, cookie) = registrations.get(None, None, Some(1)).unwrap();
         assert_eq!(discover1.count(), 1);
 
         let (discover2, _) = registrations.get(None, Some(cookie), None).unwrap();
         assert_eq!(discover2.count(), 1);
+    }
+
+    // Palaver: tests of the limits added for Palaver.
+
+    #[test]
+    fn a_discover_without_a_namespace_is_refused() {
+        let mut registrations = Registrations::default();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        let asker = identity::Keypair::generate_ed25519().public().to_peer_id();
+
+        let answer = handle_request(
+            asker,
+            None,
+            Message::Discover {
+                namespace: None,
+                cookie: None,
+                limit: None,
+            },
+            &mut registrations,
+        );
+
+        assert!(matches!(
+            answer,
+            Some((
+                Event::DiscoverNotServed {
+                    error: ErrorCode::InvalidNamespace,
+                    ..
+                },
+                Some(Message::DiscoverResponse(Err(ErrorCode::InvalidNamespace)))
+            ))
+        ));
+    }
+
+    #[test]
+    fn a_discover_limit_above_the_maximum_is_clamped() {
+        let mut registrations =
+            Registrations::with_config(Config::default().with_max_discover_limit(3));
+        for _ in 0..5 {
+            registrations
+                .add(new_dummy_registration("foo"), None)
+                .unwrap();
+        }
+        let foo = || Some(Namespace::from_static("foo"));
+
+        let (found, _) = registrations.get(foo(), None, Some(10_000)).unwrap();
+        assert_eq!(found.count(), 3);
+        let (found, _) = registrations.get(foo(), None, None).unwrap();
+        assert_eq!(found.count(), 3);
+        let (found, _) = registrations.get(foo(), None, Some(2)).unwrap();
+        assert_eq!(found.count(), 2);
+    }
+
+    #[test]
+    fn a_reregistration_replaces_the_old_one_in_memory_too() {
+        let alice = identity::Keypair::generate_ed25519();
+        let mut registrations =
+            Registrations::with_config(Config::default().with_max_registration_per_peer(1));
+        for _ in 0..10 {
+            registrations
+                .add(new_registration("foo", alice.clone(), None), None)
+                .unwrap();
+        }
+
+        assert_eq!(registrations.registrations.len(), 1);
+        assert_eq!(registrations.expiries.len(), 1);
+        assert_eq!(registrations.per_peer.len(), 1);
+    }
+
+    #[test]
+    fn the_total_is_never_exceeded() {
+        let mut registrations =
+            Registrations::with_config(Config::default().with_max_registration_total(2));
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+
+        assert_eq!(
+            registrations.add(new_dummy_registration("foo"), None),
+            Err(ErrorCode::Unavailable)
+        );
+    }
+
+    #[test]
+    fn registrations_from_one_address_block_are_capped() {
+        let mut registrations =
+            Registrations::with_config(Config::default().with_max_registrations_per_ip(2));
+        let home = IpBlock::of("2001:db8:1:aaaa::1".parse().unwrap());
+        let same_48 = IpBlock::of("2001:db8:1:bbbb::2".parse().unwrap());
+        let elsewhere = IpBlock::of("192.0.2.1".parse().unwrap());
+
+        registrations
+            .add(new_dummy_registration("foo"), Some(home))
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), Some(same_48))
+            .unwrap();
+        assert_eq!(
+            registrations.add(new_dummy_registration("foo"), Some(home)),
+            Err(ErrorCode::Unavailable)
+        );
+        registrations
+            .add(new_dummy_registration("foo"), Some(elsewhere))
+            .unwrap();
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_block() {
+        assert_eq!(
+            IpBlock::of("::ffff:192.0.2.1".parse().unwrap()),
+            IpBlock::of("192.0.2.1".parse().unwrap())
+        );
+        assert_ne!(
+            IpBlock::of("192.0.2.1".parse().unwrap()),
+            IpBlock::of("192.0.2.2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_disconnected_peer_loses_every_registration() {
+        let alice = identity::Keypair::generate_ed25519();
+        let mut registrations = Registrations::default();
+        registrations
+            .add(new_registration("foo", alice.clone(), None), None)
+            .unwrap();
+        registrations
+            .add(new_registration("bar", alice.clone(), None), None)
+            .unwrap();
+        registrations
+            .add(new_dummy_registration("foo"), None)
+            .unwrap();
+        let _ = registrations
+            .get(Some(Namespace::from_static("foo")), None, None)
+            .unwrap();
+
+        assert_eq!(registrations.remove_peer(alice.public().to_peer_id()), 2);
+        let (found, _) = registrations
+            .get(Some(Namespace::from_static("foo")), None, None)
+            .unwrap();
+        assert_eq!(found.count(), 1);
+        assert_eq!(registrations.expiries.len(), 1);
+    }
+
+    #[test]
+    fn cookies_stay_within_their_count_and_the_ids_they_hold() {
+        let mut registrations = Registrations::with_config(
+            Config::default()
+                .with_max_stored_cookies(4)
+                .with_max_cookie_ids(10),
+        );
+        for _ in 0..3 {
+            registrations
+                .add(new_dummy_registration("foo"), None)
+                .unwrap();
+        }
+        for _ in 0..100 {
+            let _ = registrations
+                .get(Some(Namespace::from_static("foo")), None, None)
+                .unwrap();
+            assert!(registrations.cookies.len() <= 4);
+            assert!(registrations.cookie_ids <= 10);
+        }
+        let held: usize = registrations.cookies.iter().map(|(_, ids)| ids.len()).sum();
+        assert_eq!(held, registrations.cookie_ids);
+    }
+
+    #[test]
+    fn paging_with_a_cookie_keeps_one_cookie() {
+        let mut registrations = Registrations::default();
+        for _ in 0..5 {
+            registrations
+                .add(new_dummy_registration("foo"), None)
+                .unwrap();
+        }
+        let foo = || Some(Namespace::from_static("foo"));
+        let (page, mut cookie) = registrations.get(foo(), None, Some(1)).unwrap();
+        assert_eq!(page.count(), 1);
+        for _ in 0..4 {
+            let (page, next) = registrations.get(foo(), Some(cookie), Some(1)).unwrap();
+            assert_eq!(page.count(), 1);
+            cookie = next;
+        }
+        assert_eq!(registrations.cookies.len(), 1);
+        assert_eq!(registrations.cookie_ids, 5);
     }
 
     fn new_dummy_registration(namespace: &'static str) -> NewRegistration {
