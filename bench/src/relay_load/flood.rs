@@ -108,7 +108,7 @@ pub(super) async fn flood(
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
     while done < count {
         while sent < count && pending.len() < IN_FLIGHT {
-            let is_everything = sent % 2 == 0;
+            let is_everything = sent.is_multiple_of(2);
             let request = if is_everything {
                 f.everything_asked += 1;
                 everything.clone()
@@ -156,11 +156,9 @@ pub(super) async fn flood(
             }
             SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
                 request_id, ..
-            }) => {
-                if pending.remove(&request_id).is_some() {
-                    done += 1;
-                    f.failed += 1;
-                }
+            }) if pending.remove(&request_id).is_some() => {
+                done += 1;
+                f.failed += 1;
             }
             SwarmEvent::ConnectionClosed { peer_id, .. } if peer_id == target.peer => {
                 bail!("the relay closed the flood's connection ({done} of {count} answered)")
