@@ -7,6 +7,7 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{autonat, connection_limits, identify, ping, relay, rendezvous};
 
+use crate::circuit_limits::CircuitLimits;
 use crate::{Limits, ip_limits};
 
 /// The protocol version identify announces.
@@ -24,7 +25,7 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair, limits: &Limits) -> Self {
+    pub fn new(key: &Keypair, limits: &Limits, circuits: &CircuitLimits) -> Self {
         let local = key.public().to_peer_id();
         let relay_config = relay::Config {
             max_reservations: limits.max_reservations,
@@ -35,7 +36,9 @@ impl Behaviour {
             max_circuit_duration: limits.max_circuit_duration,
             max_circuit_bytes: limits.max_circuit_bytes,
             reservation_rate_limiters: Vec::new(),
-            circuit_src_rate_limiters: Vec::new(),
+            // Asked before the per-peer rate below: a circuit refused here
+            // is not charged to its peer's rate.
+            circuit_src_rate_limiters: vec![circuits.limiter()],
         }
         // Per peer only: many honest peers share one address behind a NAT.
         .reservation_rate_per_peer(limits.reservation_rate_per_minute, Duration::from_secs(60))

@@ -95,6 +95,11 @@ struct Cli {
     )]
     max_circuits_per_peer: usize,
 
+    /// Most relayed circuits open at once from sources on one IPv4 address or
+    /// one IPv6 /48, so that sybils on one host cannot hold every circuit.
+    #[arg(long, env = "PALAVER_RELAY_MAX_CIRCUITS_PER_IP", default_value_t = 128)]
+    max_circuits_per_ip: usize,
+
     /// Longest life of one circuit, seconds (nodes re-open a circuit that ends).
     #[arg(
         long,
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
             reservation_rate_per_minute: per_minute(cli.reservation_rate),
             max_circuits: cli.max_circuits,
             max_circuits_per_peer: cli.max_circuits_per_peer,
+            max_circuits_per_ip: cli.max_circuits_per_ip,
             max_circuit_duration: Duration::from_secs(cli.max_circuit_duration),
             max_circuit_bytes: cli.max_circuit_bytes,
             circuit_rate_per_minute: per_minute(cli.circuit_rate),

@@ -1,5 +1,6 @@
 //! Rendezvous and relay abuse (issue 13): a discover that would list every
-//! room, a discover asking for everything at once, a sybil wave from one host,
+//! room, a discover asking for everything at once, a sybil wave from one host
+//! (connections, reservations, registrations, circuits),
 //! and registrations left behind by peers that are gone.
 //!
 //! Every client here is a real libp2p swarm on loopback QUIC. Linux routes all
@@ -183,6 +184,33 @@ async fn discover(
     .expect("the discover was answered")
 }
 
+/// Opens a circuit through the relay to `target`; whether it opened.
+async fn circuit(swarm: &mut Swarm<Client>, relay: &Multiaddr, target: PeerId) -> bool {
+    swarm
+        .dial(
+            relay
+                .clone()
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(target)),
+        )
+        .unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target => {
+                    return true;
+                }
+                SwarmEvent::OutgoingConnectionError {
+                    peer_id: Some(p), ..
+                } if p == target => return false,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the circuit was answered")
+}
+
 /// Keeps a swarm's connections alive (and answering) in the background.
 fn keep(mut swarm: Swarm<Client>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -326,31 +354,10 @@ async fn after_a_sybil_wave_from_one_address_an_honest_client_still_gets_a_reser
         .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].record.peer_id(), honest_id);
-    caller
-        .dial(
-            relay_addr
-                .clone()
-                .with(Protocol::P2pCircuit)
-                .with(Protocol::P2p(honest_id)),
-        )
-        .unwrap();
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            match caller.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == honest_id => {
-                    return;
-                }
-                SwarmEvent::OutgoingConnectionError {
-                    peer_id: Some(p),
-                    error,
-                    ..
-                } if p == honest_id => panic!("no circuit: {error}"),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("a circuit to the honest client");
+    assert!(
+        circuit(&mut caller, &relay_addr, honest_id).await,
+        "a circuit to the honest client"
+    );
     assert!(tally.0 <= 16, "the relay let {} sybils in", tally.0);
     for t in sybils {
         t.abort();
@@ -406,4 +413,53 @@ async fn the_registrations_of_a_peer_that_disconnected_vanish_from_discover() {
         gone.is_ok(),
         "the leaver's registration outlived its connection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sybils_on_one_address_cannot_hold_every_circuit() {
+    let (_relay, relay_addr, _) = start_relay(
+        "circuits",
+        &["--max-circuits", "8", "--max-circuits-per-ip", "4"],
+    );
+    // A sybil target with a reservation, and twelve sybil callers from the
+    // same address opening circuits to it and holding them.
+    let mut target = client();
+    connect(&mut target, &relay_addr, Ipv4Addr::LOCALHOST)
+        .await
+        .unwrap();
+    assert!(reserve(&mut target, &relay_addr).await);
+    let target_id = *target.local_peer_id();
+    let mut held = vec![keep(target)];
+    let mut opened = 0;
+    for _ in 0..12 {
+        let mut sybil = client();
+        connect(&mut sybil, &relay_addr, Ipv4Addr::LOCALHOST)
+            .await
+            .unwrap();
+        if circuit(&mut sybil, &relay_addr, target_id).await {
+            opened += 1;
+        }
+        held.push(keep(sybil));
+    }
+    assert_eq!(opened, 4, "the sybils' address opened {opened} circuits");
+
+    // An honest pair on two other addresses still gets one.
+    let mut honest = client();
+    connect(&mut honest, &relay_addr, Ipv4Addr::new(127, 0, 0, 2))
+        .await
+        .unwrap();
+    assert!(reserve(&mut honest, &relay_addr).await);
+    let honest_id = *honest.local_peer_id();
+    held.push(keep(honest));
+    let mut caller = client();
+    connect(&mut caller, &relay_addr, Ipv4Addr::new(127, 0, 0, 3))
+        .await
+        .unwrap();
+    assert!(
+        circuit(&mut caller, &relay_addr, honest_id).await,
+        "no circuit for an honest caller after the sybils"
+    );
+    for t in held {
+        t.abort();
+    }
 }
