@@ -1,7 +1,8 @@
 //! The relay under test, as a process of its own (started by the test kit):
 //! its default limits (but for the per-IP ones: every client of the bench
-//! is on 127.0.0.1, so those are raised to the load's size), loopback TCP and QUIC, its TCP address read from its
-//! JSON output, and killed when dropped, so that no path leaves it running.
+//! is on 127.0.0.1, so those are raised to the load's size), loopback TCP
+//! and QUIC, its TCP address read from its JSON output, and killed when
+//! dropped, so that no path leaves it running.
 
 use std::process::ExitStatus;
 
@@ -34,6 +35,7 @@ impl RelayProcess {
             .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
             .args(["--max-connections-per-ip", &per_ip])
             .args(["--max-registrations-per-ip", &per_ip])
+            .args(["--max-circuits-per-ip", &per_ip])
             .log("warn")
             .stderr_to(options.work_dir.join("relay.stderr"))
             .start(2)?;

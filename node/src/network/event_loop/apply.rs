@@ -12,7 +12,7 @@ use super::super::reachability::{Action, Dial, DialFailure, DialPurpose, REGISTR
 use super::EventLoop;
 
 /// Most registrations one discovery asks for.
-const DISCOVER_LIMIT: u64 = 200;
+const DISCOVER_LIMIT: u64 = 100;
 
 impl EventLoop {
     /// Applies every action reachability queued, in order; reachability
