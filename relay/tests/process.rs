@@ -12,6 +12,7 @@
 /// The subjects, in `tests/process/` (a test's root file looks for its
 /// modules beside itself; those of this inline module are in its folder).
 mod process {
+    mod client;
     mod misbehaving_clients;
     mod operator;
     mod rendezvous_abuse;

@@ -43,20 +43,19 @@ pub(super) struct DiscoverRequest(Vec<u8>);
 
 impl DiscoverRequest {
     pub(super) fn new(namespace: &Namespace, limit: u64) -> Self {
-        let mut discover = Vec::new();
-        put_len_field(&mut discover, DISCOVER_NS, namespace.to_string().as_bytes());
-        put_key(&mut discover, DISCOVER_LIMIT, VARINT);
-        put_varint(&mut discover, limit);
-        let mut message = Vec::new();
-        put_key(&mut message, MESSAGE_TYPE, VARINT);
-        put_varint(&mut message, DISCOVER);
-        put_len_field(&mut message, MESSAGE_DISCOVER, &discover);
-        Self(message)
+        Self::encode(Some(namespace), limit)
     }
 
     /// A discover with no namespace: every room at once (a relay must refuse it).
     pub(super) fn everything(limit: u64) -> Self {
+        Self::encode(None, limit)
+    }
+
+    fn encode(namespace: Option<&Namespace>, limit: u64) -> Self {
         let mut discover = Vec::new();
+        if let Some(namespace) = namespace {
+            put_len_field(&mut discover, DISCOVER_NS, namespace.to_string().as_bytes());
+        }
         put_key(&mut discover, DISCOVER_LIMIT, VARINT);
         put_varint(&mut discover, limit);
         let mut message = Vec::new();

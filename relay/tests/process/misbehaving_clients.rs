@@ -3,20 +3,14 @@
 
 use std::time::Duration;
 
+use super::client::{Client, ClientEvent, client};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, relay, rendezvous, yamux};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, relay, rendezvous};
 use palaver_testkit::{Relay, RelayCommand, binary, temp_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-#[derive(NetworkBehaviour)]
-struct Client {
-    relay: relay::client::Behaviour,
-    rendezvous: rendezvous::client::Behaviour,
-    identify: identify::Behaviour,
-}
 
 /// Starts a relay on loopback QUIC with `args`; returns it and its address.
 fn start_relay(args: &[&str]) -> (Relay, Multiaddr) {
@@ -30,25 +24,6 @@ fn start_relay(args: &[&str]) -> (Relay, Multiaddr) {
         .unwrap();
     let addr = relay.addrs[0].parse().unwrap();
     (relay, addr)
-}
-
-fn client() -> Swarm<Client> {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|key, relay| Client {
-            relay,
-            rendezvous: rendezvous::client::Behaviour::new(key.clone()),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/test/1".into(),
-                key.public(),
-            )),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
 }
 
 /// Connects and waits for the relay's identify, as a well-behaved client does

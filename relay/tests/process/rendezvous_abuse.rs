@@ -10,21 +10,15 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use super::client::{Client, ClientEvent, client};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, relay, rendezvous, yamux};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, relay, rendezvous};
 use palaver_testkit::{Relay, RelayCommand, binary, temp_dir};
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-#[derive(NetworkBehaviour)]
-struct Client {
-    relay: relay::client::Behaviour,
-    rendezvous: rendezvous::client::Behaviour,
-    identify: identify::Behaviour,
-}
 
 /// Starts a relay on 127.0.0.1 QUIC with `args` (clients on 127.0.0.x reach it).
 fn start_relay(name: &str, args: &[&str]) -> (Relay, Multiaddr, PeerId) {
@@ -42,25 +36,6 @@ fn start_relay(name: &str, args: &[&str]) -> (Relay, Multiaddr, PeerId) {
         _ => panic!("relay address without /p2p"),
     };
     (relay, addr, id)
-}
-
-fn client() -> Swarm<Client> {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|key, relay| Client {
-            relay,
-            rendezvous: rendezvous::client::Behaviour::new(key.clone()),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/test/1".into(),
-                key.public(),
-            )),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build()
 }
 
 /// Connects from `source` (a QUIC dial goes out of the listening socket) and
