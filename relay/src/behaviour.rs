@@ -7,7 +7,6 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{autonat, connection_limits, identify, ping, relay, rendezvous};
 
-use crate::circuit_limits::CircuitLimits;
 use crate::{Limits, ip_limits};
 
 /// The protocol version identify announces.
@@ -25,7 +24,7 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair, limits: &Limits, circuits: &CircuitLimits) -> Self {
+    pub fn new(key: &Keypair, limits: &Limits) -> Self {
         let local = key.public().to_peer_id();
         let relay_config = relay::Config {
             max_reservations: limits.max_reservations,
@@ -33,12 +32,11 @@ impl Behaviour {
             reservation_duration: limits.reservation_duration,
             max_circuits: limits.max_circuits,
             max_circuits_per_peer: limits.max_circuits_per_peer,
+            max_circuits_per_ip: limits.max_circuits_per_ip,
             max_circuit_duration: limits.max_circuit_duration,
             max_circuit_bytes: limits.max_circuit_bytes,
             reservation_rate_limiters: Vec::new(),
-            // Asked before the per-peer rate below: a circuit refused here
-            // is not charged to its peer's rate.
-            circuit_src_rate_limiters: vec![circuits.limiter()],
+            circuit_src_rate_limiters: Vec::new(),
         }
         // Per peer only: many honest peers share one address behind a NAT.
         .reservation_rate_per_peer(limits.reservation_rate_per_minute, Duration::from_secs(60))
@@ -50,7 +48,10 @@ impl Behaviour {
                     .with_max_established_per_peer(Some(8))
                     .with_max_pending_incoming(Some(256)),
             ),
-            ip_limits: ip_limits::Behaviour::new(limits.max_connections_per_ip),
+            ip_limits: ip_limits::Behaviour::new(
+                limits.max_connections_per_ip,
+                limits.max_handshakes_per_ip,
+            ),
             relay: relay::Behaviour::new(local, relay_config),
             rendezvous: rendezvous::server::Behaviour::new(
                 rendezvous::server::Config::default()

@@ -4,7 +4,6 @@
 //! carry only end-to-end encrypted streams.
 
 mod behaviour;
-mod circuit_limits;
 mod identity;
 mod ip_limits;
 mod metrics;
@@ -31,6 +30,8 @@ pub struct Limits {
     /// Most inbound connections from one IPv4 address or IPv6 /48, pending
     /// and established together (relayed ones not counted).
     pub max_connections_per_ip: usize,
+    /// Most of those whose handshake is under way at once.
+    pub max_handshakes_per_ip: usize,
     pub max_reservations: usize,
     pub max_reservations_per_peer: usize,
     pub reservation_duration: Duration,
@@ -98,7 +99,6 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let mut registry = prometheus_client::registry::Registry::with_prefix("palaver_relay");
     let metrics = Metrics::new(&mut registry);
     let limits = config.limits.clone();
-    let circuits = circuit_limits::CircuitLimits::new(limits.max_circuits_per_ip);
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -108,7 +108,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         )
         .map_err(|e| Error::Transport("TCP", e.to_string()))?
         .with_quic()
-        .with_behaviour(|key| Behaviour::new(key, &limits, &circuits))
+        .with_behaviour(|key| Behaviour::new(key, &limits))
         .map_err(|e| Error::Transport("behaviour", e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
@@ -152,7 +152,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
                     SwarmEvent::ListenerClosed { addresses, reason, .. } => {
                         tracing::warn!(?addresses, ?reason, "listener closed");
                     }
-                    SwarmEvent::Behaviour(event) => on_behaviour_event(&metrics, &circuits, event),
+                    SwarmEvent::Behaviour(event) => on_behaviour_event(&metrics, event),
                     SwarmEvent::ExternalAddrConfirmed { address } => tracing::info!(%address, "external address"),
                     SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                         tracing::debug!(%send_back_addr, "incoming connection failed: {error}");
@@ -168,15 +168,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-fn on_behaviour_event(
-    metrics: &Metrics,
-    circuits: &circuit_limits::CircuitLimits,
-    event: BehaviourEvent,
-) {
+fn on_behaviour_event(metrics: &Metrics, event: BehaviourEvent) {
     match event {
         BehaviourEvent::Relay(e) => {
             metrics.record(&e);
-            circuits.on_event(&e);
             tracing::debug!(?e, "relay");
         }
         BehaviourEvent::Identify(e) => metrics.record(&e),

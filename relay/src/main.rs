@@ -59,6 +59,15 @@ struct Cli {
     )]
     max_connections_per_ip: usize,
 
+    /// Most of those still in their handshake at once, so that a few hosts
+    /// with stalled handshakes cannot take every pending slot (256 in all).
+    #[arg(
+        long,
+        env = "PALAVER_RELAY_MAX_HANDSHAKES_PER_IP",
+        default_value_t = 16
+    )]
+    max_handshakes_per_ip: usize,
+
     /// Most relay reservations at once, all peers together.
     #[arg(long, env = "PALAVER_RELAY_MAX_RESERVATIONS", default_value_t = 2048)]
     max_reservations: usize,
@@ -193,6 +202,7 @@ fn main() -> ExitCode {
         limits: Limits {
             max_connections: cli.max_connections,
             max_connections_per_ip: cli.max_connections_per_ip,
+            max_handshakes_per_ip: cli.max_handshakes_per_ip,
             max_reservations: cli.max_reservations,
             max_reservations_per_peer: cli.max_reservations_per_peer,
             reservation_duration: Duration::from_secs(cli.reservation_duration),

@@ -36,6 +36,7 @@ impl RelayProcess {
             .args(["--max-connections-per-ip", &per_ip])
             .args(["--max-registrations-per-ip", &per_ip])
             .args(["--max-circuits-per-ip", &per_ip])
+            .args(["--max-handshakes-per-ip", &per_ip])
             .log("warn")
             .stderr_to(options.work_dir.join("relay.stderr"))
             .start(2)?;

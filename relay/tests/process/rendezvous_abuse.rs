@@ -250,7 +250,15 @@ async fn room_of(
     Swarm<Client>,
     Vec<tokio::task::JoinHandle<()>>,
 ) {
-    let (relay, relay_addr, relay_id) = start_relay(name, &["--max-connections-per-ip", "1000"]);
+    let (relay, relay_addr, relay_id) = start_relay(
+        name,
+        &[
+            "--max-connections-per-ip",
+            "1000",
+            "--max-handshakes-per-ip",
+            "1000",
+        ],
+    );
     let (tally, tasks) = wave(n, Ipv4Addr::LOCALHOST, &relay_addr, "room", false).await;
     assert_eq!((tally.0, tally.1), (n, n), "{tally:?}");
     let mut asker = client();
