@@ -1,10 +1,13 @@
-//! The libp2p client the relay's tests talk to it with: a relay client,
-//! rendezvous and identify over QUIC, as a node has them.
+//! What the relay's tests share: a relay started on loopback QUIC, and the
+//! libp2p client they talk to it with (a relay client, rendezvous and
+//! identify over QUIC, as a node has them).
 
 use std::time::Duration;
 
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{Swarm, SwarmBuilder, identify, noise, relay, rendezvous, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, noise, relay, rendezvous, yamux};
+use palaver_testkit::{Relay, RelayCommand, binary, temp_dir};
 
 #[derive(NetworkBehaviour)]
 pub struct Client {
@@ -31,4 +34,22 @@ pub fn client() -> Swarm<Client> {
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build()
+}
+
+/// Starts a relay on 127.0.0.1 QUIC with `args` (clients on 127.0.0.x reach it).
+pub fn start_relay(name: &str, args: &[&str]) -> (Relay, Multiaddr, PeerId) {
+    let dir = temp_dir("abuse", name);
+    let relay = RelayCommand::new(binary("relay"))
+        .identity(dir.join("id.key"))
+        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .args(args)
+        .stderr_to(dir.join("relay.stderr"))
+        .start(1)
+        .unwrap();
+    let addr: Multiaddr = relay.addrs[0].parse().unwrap();
+    let id = match addr.iter().last() {
+        Some(Protocol::P2p(p)) => p,
+        _ => panic!("relay address without /p2p"),
+    };
+    (relay, addr, id)
 }

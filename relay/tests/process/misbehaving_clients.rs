@@ -3,28 +3,13 @@
 
 use std::time::Duration;
 
-use super::client::{Client, ClientEvent, client};
+use super::client::{Client, ClientEvent, client, start_relay};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, relay, rendezvous};
-use palaver_testkit::{Relay, RelayCommand, binary, temp_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Starts a relay on loopback QUIC with `args`; returns it and its address.
-fn start_relay(args: &[&str]) -> (Relay, Multiaddr) {
-    let dir = temp_dir("limits", "relay");
-    let relay = RelayCommand::new(binary("relay"))
-        .identity(dir.join("id.key"))
-        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-        .args(args)
-        .stderr_to(dir.join("relay.stderr"))
-        .start(1)
-        .unwrap();
-    let addr = relay.addrs[0].parse().unwrap();
-    (relay, addr)
-}
 
 /// Connects and waits for the relay's identify, as a well-behaved client does
 /// before asking for anything.
@@ -100,14 +85,17 @@ async fn collect(swarm: &mut Swarm<Client>, reservations: usize, registrations: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_and_registration_spam_is_refused_and_others_are_still_served() {
-    let (_relay, relay_addr) = start_relay(&[
-        "--max-reservations-per-peer",
-        "1",
-        "--max-registrations-per-peer",
-        "3",
-        "--reservation-rate",
-        "100",
-    ]);
+    let (_relay, relay_addr, _) = start_relay(
+        "limits",
+        &[
+            "--max-reservations-per-peer",
+            "1",
+            "--max-registrations-per-peer",
+            "3",
+            "--reservation-rate",
+            "100",
+        ],
+    );
     let circuit = relay_addr.clone().with(Protocol::P2pCircuit);
 
     let mut spammer = client();

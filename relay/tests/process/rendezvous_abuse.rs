@@ -10,33 +10,15 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::client::{Client, ClientEvent, client};
+use super::client::{Client, ClientEvent, client, start_relay};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, relay, rendezvous};
-use palaver_testkit::{Relay, RelayCommand, binary, temp_dir};
+use palaver_testkit::Relay;
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Starts a relay on 127.0.0.1 QUIC with `args` (clients on 127.0.0.x reach it).
-fn start_relay(name: &str, args: &[&str]) -> (Relay, Multiaddr, PeerId) {
-    let dir = temp_dir("abuse", name);
-    let relay = RelayCommand::new(binary("relay"))
-        .identity(dir.join("id.key"))
-        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-        .args(args)
-        .stderr_to(dir.join("relay.stderr"))
-        .start(1)
-        .unwrap();
-    let addr: Multiaddr = relay.addrs[0].parse().unwrap();
-    let id = match addr.iter().last() {
-        Some(Protocol::P2p(p)) => p,
-        _ => panic!("relay address without /p2p"),
-    };
-    (relay, addr, id)
-}
 
 /// Connects from `source` (a QUIC dial goes out of the listening socket) and
 /// waits for the relay's identify; `None` when the relay refuses the
